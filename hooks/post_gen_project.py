@@ -1,0 +1,102 @@
+"""Remove what the answers switched off, record the answers, print the next steps.
+
+Which files belong to which switch is written down once, in MANIFEST. Removing is
+idempotent: a path already gone is skipped, so the hook can run again safely.
+"""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+# switch -> paths (relative to the project, "{package}" filled in) that exist only for it.
+MANIFEST = {
+    "use_sentry": [
+        "src/{package}/observability/errors.py",
+        "tests/test_errors.py",
+    ],
+    "use_prometheus": [
+        "src/{package}/observability/metrics.py",
+        "tests/test_metrics.py",
+        "monitoring/prometheus",
+    ],
+    "use_grafana": [
+        "monitoring/grafana",
+        "tests/test_dashboard.py",
+    ],
+    "use_docker": [
+        "Dockerfile",
+        ".dockerignore",
+        "compose.yaml",
+    ],
+    "use_github_actions": [
+        ".github",
+    ],
+}
+# Folders that only hold optional parts: removed when nothing is left in them.
+OPTIONAL_FOLDERS = ["monitoring"]
+ANSWERS_FILE = ".cookiecutter.json"
+
+
+def disabled_paths(answers: dict) -> list[str]:
+    return [
+        path.format(package=answers["package_name"])
+        for switch, paths in MANIFEST.items()
+        if not answers[switch]
+        for path in paths
+    ]
+
+
+def remove_paths(project_dir: Path, relative_paths: list[str]) -> None:
+    for relative_path in relative_paths:
+        path = project_dir / relative_path
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def remove_empty_folders(project_dir: Path, relative_paths: list[str]) -> None:
+    for relative_path in relative_paths:
+        folder = project_dir / relative_path
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def record_answers(project_dir: Path, context: dict) -> None:
+    """Keep the answers as a replay file: `cookiecutter --replay-file .cookiecutter.json <template>`."""
+    answers = {
+        key: value
+        for key, value in context.items()
+        if not key.startswith("_") or key == "_template"
+    }
+    text = json.dumps({"cookiecutter": answers}, indent=2, sort_keys=True) + "\n"
+    (project_dir / ANSWERS_FILE).write_text(text, encoding="utf-8")
+
+
+def next_steps(answers: dict) -> str:
+    slug = answers["project_slug"]
+    steps = [
+        f"Created {slug}. Next steps:",
+        f"  cd {slug}",
+        "  python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'",
+        "  .venv/bin/pytest                          # the service's own tests",
+        "  .venv/bin/gunicorn -c gunicorn.conf.py    # serve on http://127.0.0.1:8000",
+    ]
+    if answers["use_docker"]:
+        steps.append("  docker compose up --build                 # with its monitoring stack")
+    return "\n".join(steps)
+
+
+def main() -> int:
+    context = json.loads({{ cookiecutter | jsonify | tojson }})  # noqa: F821  rendered by cookiecutter
+    project_dir = Path.cwd()
+    remove_paths(project_dir, disabled_paths(context))
+    remove_empty_folders(project_dir, OPTIONAL_FOLDERS)
+    record_answers(project_dir, context)
+    print(next_steps(context))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

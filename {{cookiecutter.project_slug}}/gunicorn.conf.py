@@ -1,0 +1,54 @@
+"""gunicorn settings for {{ cookiecutter.project_name }}.
+
+This file runs in the gunicorn master, before any worker is forked (and again on HUP).
+It reads the service settings, so a bad value stops the service here with one line,
+and it sets up logging once for all workers.
+"""
+{%- if cookiecutter.use_prometheus %}
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# prometheus_client picks its storage when first imported: the directory must be known
+# before anything imports it. Kept across HUP reloads, which re-run this file.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
+{%- endif %}
+
+from {{ cookiecutter.package_name }}.observability.logging import (  # noqa: E402
+    GunicornLogger,
+    configure_logging,
+)
+from {{ cookiecutter.package_name }}.settings import exit_on_bad_settings, load_settings  # noqa: E402
+
+with exit_on_bad_settings():
+    settings = load_settings()
+    # Sinks live in the master; forked workers send their records to its writer thread.
+    configure_logging(settings, enqueue=True)
+
+wsgi_app = "{{ cookiecutter.package_name }}.app:create_app()"
+bind = f"0.0.0.0:{settings.port}"
+workers = settings.web_concurrency
+timeout = settings.gunicorn_timeout
+graceful_timeout = 20
+keepalive = 5
+accesslog = "-"
+logger_class = GunicornLogger
+{%- if cookiecutter.use_prometheus %}
+
+
+def on_starting(server):
+    """Start every run from zero: files left by an earlier run would carry old counts over."""
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges; its counters stay in the totals."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+{%- endif %}

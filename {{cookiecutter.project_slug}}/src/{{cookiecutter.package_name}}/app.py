@@ -1,0 +1,34 @@
+"""The application factory: settings first, then one line per observability component."""
+
+from flask import Flask
+{% if cookiecutter.use_sentry %}
+from .observability.errors import init_error_reporting
+{%- endif %}
+from .observability.health import init_health
+from .observability.logging import ensure_logging
+{%- if cookiecutter.use_prometheus %}
+from .observability.metrics import init_metrics
+{%- endif %}
+from .observability.request_context import init_request_context
+from .settings import Settings, exit_on_bad_settings, load_settings
+from .views import views
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    with exit_on_bad_settings():
+        settings = settings or load_settings()
+        ensure_logging(settings)  # before Sentry: it adds its own loguru sink
+
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    init_request_context(app)
+{%- if cookiecutter.use_sentry %}
+    init_error_reporting(app, settings)
+{%- endif %}
+    init_health(app)
+{%- if cookiecutter.use_prometheus %}
+    init_metrics(app)
+{%- endif %}
+
+    app.register_blueprint(views)
+    return app

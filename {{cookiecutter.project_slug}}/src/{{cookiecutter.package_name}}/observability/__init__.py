@@ -1,0 +1,1 @@
+"""The observability of the service, one component a module."""

@@ -1,0 +1,109 @@
+"""Error reporting to Sentry, switched on by SENTRY_DSN.
+
+Unhandled exceptions reach Sentry once, through the Flask integration; log records
+become breadcrumbs only (with logging intercepted into loguru, letting both the logging
+and loguru integrations raise events would report every error twice). Events are
+scrubbed of credentials, cookies, tokens in query strings and the client address
+before they leave the process.
+"""
+
+import logging
+from urllib.parse import parse_qsl, urlencode
+
+import sentry_sdk
+from flask import Flask, g
+from loguru import logger
+from sentry_sdk.integrations.flask import FlaskIntegration
+from sentry_sdk.integrations.logging import LoggingIntegration
+from sentry_sdk.integrations.loguru import LoguruIntegration
+
+from ..settings import Settings
+from .health import HEALTH_PATHS
+
+FILTERED = "[Filtered]"
+# Matched against lower-cased names with "-" read as "_" and any "http_" prefix removed.
+SENSITIVE_NAME_PARTS = (
+    "auth", "cookie", "api_key", "apikey", "password", "passwd", "secret",
+    "token", "session", "csrf", "signature", "private_key", "forwarded_for", "real_ip",
+)  # fmt: skip
+UNTRACED_PATHS = (*HEALTH_PATHS, "/metrics")
+
+
+def init_error_reporting(app: Flask, settings: Settings) -> None:
+    if not settings.sentry_dsn:
+        logger.warning("SENTRY_DSN is not set: errors are logged but not reported to Sentry")
+        return
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        environment=settings.app_env,
+        release=settings.app_release,
+        send_default_pii=False,
+        include_local_variables=False,  # locals hold the WSGI environ with its raw headers
+        traces_sampler=_traces_sampler(settings.sentry_traces_sample_rate),
+        before_send=scrub_event,
+        before_send_transaction=scrub_event,
+        integrations=[
+            FlaskIntegration(transaction_style="url"),
+            LoguruIntegration(level=logging.INFO, event_level=None),
+        ],
+        disabled_integrations=[LoggingIntegration()],
+        shutdown_timeout=2,
+    )
+    app.before_request(_tag_request_ids)
+    logger.info("Sentry error reporting enabled for {}", settings.app_env)
+
+
+def _tag_request_ids() -> None:
+    sentry_sdk.set_tag("request_id", g.get("request_id"))
+    sentry_sdk.set_tag("trace_id", g.get("trace_id"))
+
+
+def _traces_sampler(sample_rate: float):
+    def sample(context: dict) -> float:
+        path = context.get("wsgi_environ", {}).get("PATH_INFO", "")
+        if path in UNTRACED_PATHS:
+            return 0.0
+        parent_sampled = context.get("parent_sampled")
+        return float(parent_sampled) if parent_sampled is not None else sample_rate
+
+    return sample
+
+
+def scrub_event(event: dict, _hint: dict) -> dict:
+    """Remove secrets and client data from an event before it is sent."""
+    request = event.get("request")
+    if request:
+        request.pop("cookies", None)
+        request.pop("env", None)  # REMOTE_ADDR and server details
+        if isinstance(request.get("headers"), dict):
+            request["headers"] = _scrub_mapping(request["headers"])
+        if isinstance(request.get("data"), dict):
+            request["data"] = _scrub_mapping(request["data"])
+        if request.get("query_string"):
+            request["query_string"] = _scrub_query_string(request["query_string"])
+    if isinstance(event.get("user"), dict):
+        event["user"].pop("ip_address", None)
+    return event
+
+
+def is_sensitive(name: str) -> bool:
+    normalized = name.lower().replace("-", "_").removeprefix("http_")
+    return any(part in normalized for part in SENSITIVE_NAME_PARTS)
+
+
+def _scrub_mapping(mapping: dict) -> dict:
+    return {
+        key: FILTERED if is_sensitive(key) else _scrub_value(value)
+        for key, value in mapping.items()
+    }
+
+
+def _scrub_value(value):
+    return _scrub_mapping(value) if isinstance(value, dict) else value
+
+
+def _scrub_query_string(query_string) -> str:
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("utf-8", "replace")
+    pairs = parse_qsl(query_string, keep_blank_values=True)
+    return urlencode([(key, FILTERED if is_sensitive(key) else value) for key, value in pairs])

@@ -1,0 +1,69 @@
+"""Liveness and readiness endpoints in the `application/health+json` shape.
+
+- `/livez` answers as long as the process can serve a request; it never looks at
+  dependencies, so a database outage does not make the orchestrator restart every pod.
+- `/readyz` runs every registered readiness check and answers 503 when one fails, so
+  the load balancer stops sending traffic until the dependency is back.
+- `/healthz` is the same as `/readyz`, for tools that only know that name.
+
+Register a check with `register_readiness_check(app, "database", ping_database)`:
+the function returns normally when ready and raises (or returns False) when not.
+"""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from flask import Blueprint, Flask, current_app, jsonify
+from loguru import logger
+
+HEALTH_MEDIA_TYPE = "application/health+json"
+HEALTH_PATHS = ("/livez", "/readyz", "/healthz")
+
+ReadinessCheck = Callable[[], object]
+
+health = Blueprint("health", __name__)
+
+
+def init_health(app: Flask) -> None:
+    app.extensions["readiness_checks"] = {}
+    app.register_blueprint(health)
+
+
+def register_readiness_check(app: Flask, name: str, check: ReadinessCheck) -> None:
+    app.extensions["readiness_checks"][name] = check
+
+
+@health.get("/livez")
+def livez():
+    return _health_response("pass", {})
+
+
+@health.get("/readyz")
+@health.get("/healthz")
+def readyz():
+    results = {
+        name: [_run_check(name, check)]
+        for name, check in current_app.extensions["readiness_checks"].items()
+    }
+    failed = any(result[0]["status"] == "fail" for result in results.values())
+    return _health_response("fail" if failed else "pass", results)
+
+
+def _run_check(name: str, check: ReadinessCheck) -> dict:
+    result = {"status": "pass", "time": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        if check() is False:
+            result.update(status="fail", output="check returned False")
+    except Exception as error:  # a failing dependency must answer 503, not 500
+        logger.warning("readiness check {} failed: {}", name, error)
+        result.update(status="fail", output=f"{type(error).__name__}: {error}")
+    return result
+
+
+def _health_response(status: str, checks: dict):
+    body = {"status": status, "checks": checks} if checks else {"status": status}
+    response = jsonify(body)
+    response.status_code = 503 if status == "fail" else 200
+    response.mimetype = HEALTH_MEDIA_TYPE
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,191 @@
+"""Logging through loguru: one place that decides where every log line goes.
+
+Under gunicorn the sinks are added once, in the master (see gunicorn.conf.py), with
+`enqueue=True`: forked workers hand their records to the master's writer thread, so
+the log file has one owner, rotation happens once and no line is lost or interleaved.
+The app factory only configures logging itself when nothing did it before
+(development server, tests, scripts).
+"""
+
+import json
+import logging
+import sys
+import traceback
+from datetime import UTC
+from pathlib import Path
+
+from gunicorn.glogging import Logger as GunicornBaseLogger
+from loguru import logger
+
+from ..settings import SERVICE_NAME, Settings, SettingsError
+from .request_context import current_request_id, current_trace_id
+
+TEXT_FORMAT = (
+    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
+    "<cyan>{extra[request_id]}</cyan> | {extra[_logger]} - {extra[_message]}\n{exception}"
+)
+# Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
+_RESERVED_EXTRA = {"request_id", "trace_id", "_logger", "_message", "_json"}
+
+_configured = False
+
+
+def configure_logging(settings: Settings, *, enqueue: bool = False) -> None:
+    """(Re)build every sink from the settings; safe to call again (gunicorn re-runs it on HUP)."""
+    global _configured
+    logger.remove()
+    logger.configure(
+        extra={"request_id": "-", "trace_id": "-"},
+        patcher=_add_request_context,
+    )
+    console_format = _json_formatter(settings) if settings.log_format == "json" else _text_formatter
+    logger.add(
+        sys.stdout,
+        level=settings.log_level,
+        format=console_format,
+        enqueue=enqueue,
+        backtrace=False,
+        diagnose=False,  # would write local variables, the WSGI environ included
+        colorize=settings.log_format == "text" and sys.stdout.isatty(),
+    )
+    if settings.log_file is not None:
+        _add_file_sink(settings, enqueue=enqueue)
+    _route_stdlib_logging()
+    _configured = True
+
+
+def ensure_logging(settings: Settings) -> None:
+    """Configure logging unless the gunicorn master (or an earlier call) already did."""
+    if not _configured:
+        configure_logging(settings)
+
+
+def _add_file_sink(settings: Settings, *, enqueue: bool) -> None:
+    log_file = Path(settings.log_file)
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        logger.add(
+            log_file,
+            level=settings.log_level,
+            format=_json_formatter(settings),  # files are read by collectors: always JSON
+            rotation=settings.log_rotation,
+            retention=_retention(settings.log_retention),
+            compression=None if settings.log_compression == "none" else settings.log_compression,
+            enqueue=enqueue,
+            backtrace=False,
+            diagnose=False,
+            encoding="utf-8",
+        )
+    except (OSError, ValueError) as error:
+        raise SettingsError(f"invalid setting LOG_FILE={str(log_file)!r}: {error}") from None
+
+
+def _retention(value: str) -> int | str:
+    """A bare number keeps that many files; anything else is an interval."""
+    return int(value) if value.isdigit() else value
+
+
+def _add_request_context(record: dict) -> None:
+    extra = record["extra"]
+    if extra["request_id"] == "-":
+        extra["request_id"] = current_request_id()
+    if extra["trace_id"] == "-":
+        extra["trace_id"] = current_trace_id()
+    extra.setdefault("_logger", record["name"])
+
+
+def _text_formatter(record: dict) -> str:
+    # Newlines in a message (a user agent, a header) must not start a forged log line.
+    record["extra"]["_message"] = record["message"].replace("\r", "\\r").replace("\n", "\\n")
+    return TEXT_FORMAT
+
+
+def _json_formatter(settings: Settings):
+    static_fields = {"service.name": SERVICE_NAME, "service.environment": settings.app_env}
+
+    def format_json(record: dict) -> str:
+        record["extra"]["_json"] = json.dumps(_json_fields(record, static_fields), default=str)
+        return "{extra[_json]}\n"
+
+    return format_json
+
+
+def _json_fields(record: dict, static_fields: dict) -> dict:
+    """A flat object with Elastic Common Schema field names, one per line."""
+    extra = record["extra"]
+    fields = {
+        "@timestamp": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
+        "log.level": record["level"].name.lower(),
+        "message": record["message"],
+        "log.logger": extra.get("_logger", record["name"]),
+        "process.pid": record["process"].id,
+        **static_fields,
+    }
+    if extra.get("request_id", "-") != "-":
+        fields["http.request.id"] = extra["request_id"]
+    if extra.get("trace_id", "-") != "-":
+        fields["trace.id"] = extra["trace_id"]
+    fields.update((key, value) for key, value in extra.items() if key not in _RESERVED_EXTRA)
+    if record["exception"] is not None:
+        fields.update(_error_fields(record["exception"]))
+    return fields
+
+
+def _error_fields(exception) -> dict:
+    error_type, error, tb = exception
+    return {
+        "error.type": getattr(error_type, "__name__", str(error_type)),
+        "error.message": str(error),
+        "error.stack_trace": "".join(traceback.format_exception(error_type, error, tb)),
+    }
+
+
+class InterceptHandler(logging.Handler):
+    """Send records of the standard logging module (Flask, werkzeug, libraries) to loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.bind(_logger=record.name).opt(exception=record.exc_info).log(
+            level, record.getMessage()
+        )
+
+
+def _route_stdlib_logging() -> None:
+    logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+
+
+class GunicornLogger(GunicornBaseLogger):
+    """gunicorn's error and access logs, written through loguru like everything else."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for gunicorn_log in (self.error_log, self.access_log):
+            gunicorn_log.handlers = [InterceptHandler()]
+            gunicorn_log.propagate = False
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if not self.access_log_enabled:
+            return
+        method = environ.get("REQUEST_METHOD", "-")
+        path = environ.get("PATH_INFO", "-")
+        duration_ms = request_time.total_seconds() * 1000
+        logger.bind(
+            _logger="gunicorn.access",
+            request_id=_response_header(resp, "x-request-id") or "-",
+            **{
+                "http.request.method": method,
+                "url.path": path,
+                "http.response.status_code": resp.status_code,
+                "http.response.body.bytes": getattr(resp, "sent", None),
+                "event.duration": int(duration_ms * 1_000_000),
+                "client.address": environ.get("REMOTE_ADDR", "-"),
+                "user_agent.original": environ.get("HTTP_USER_AGENT", "-"),
+            },
+        ).info("{} {} {} {:.1f}ms", method, path, resp.status_code, duration_ms)
+
+
+def _response_header(resp, name: str) -> str | None:
+    return next((value for key, value in resp.headers if key.lower() == name), None)

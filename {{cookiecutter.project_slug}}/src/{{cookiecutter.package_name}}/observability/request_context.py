@@ -1,0 +1,65 @@
+"""Request id and W3C trace id for every request, bound into every log line.
+
+`X-Request-ID` from the client (or a proxy) is kept only when it is short and made of
+safe characters; anything else is replaced, so a header cannot forge or break a log
+line. The id is echoed back in the response. A valid `traceparent` header supplies the
+trace id, so log lines join the caller's distributed trace.
+"""
+
+import re
+import secrets
+from contextvars import ContextVar
+
+from flask import Flask, Response, g, request
+
+REQUEST_ID_HEADER = "X-Request-ID"
+SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# version-traceid-parentid-flags; all-zero ids are invalid by the W3C spec.
+TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?!0{32})([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+
+_request_id: ContextVar[str] = ContextVar("request_id", default="-")
+_trace_id: ContextVar[str] = ContextVar("trace_id", default="-")
+
+
+def current_request_id() -> str:
+    return _request_id.get()
+
+
+def current_trace_id() -> str:
+    return _trace_id.get()
+
+
+def init_request_context(app: Flask) -> None:
+    app.before_request(_start_request)
+    app.after_request(_echo_request_id)
+    app.teardown_request(_end_request)
+
+
+def incoming_request_id(header_value: str | None) -> str:
+    if header_value and SAFE_REQUEST_ID.match(header_value):
+        return header_value
+    return secrets.token_hex(16)
+
+
+def incoming_trace_id(traceparent: str | None) -> str:
+    match = TRACEPARENT.match(traceparent.strip().lower()) if traceparent else None
+    return match.group(1) if match else secrets.token_hex(16)
+
+
+def _start_request() -> None:
+    g.request_id = incoming_request_id(request.headers.get(REQUEST_ID_HEADER))
+    g.trace_id = incoming_trace_id(request.headers.get("traceparent"))
+    g.context_tokens = (_request_id.set(g.request_id), _trace_id.set(g.trace_id))
+
+
+def _echo_request_id(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", current_request_id())
+    return response
+
+
+def _end_request(_error: BaseException | None) -> None:
+    tokens = g.pop("context_tokens", None)
+    if tokens:
+        request_token, trace_token = tokens
+        _request_id.reset(request_token)
+        _trace_id.reset(trace_token)

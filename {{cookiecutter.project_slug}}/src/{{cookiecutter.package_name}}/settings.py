@@ -1,0 +1,126 @@
+"""Typed settings read from environment variables (and an optional `.env` file).
+
+Every setting is documented in `.env.example`. A bad value stops the service at
+start-up with one line naming the variable, instead of failing later or silently.
+"""
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAME = "{{ cookiecutter.project_slug }}"
+
+LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
+
+# The forms loguru accepts that we document: a size ("50 MB"), an interval ("1 day")
+# or a daily time ("00:00").
+_SIZE = r"\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)"
+_INTERVAL = r"\d+(\.\d+)?\s*(seconds?|minutes?|hours?|days?|weeks?|months?)"
+_DAILY_TIME = r"([01]\d|2[0-3]):[0-5]\d"
+ROTATION_PATTERN = re.compile(rf"^({_SIZE}|{_INTERVAL}|{_DAILY_TIME})$", re.IGNORECASE)
+RETENTION_PATTERN = re.compile(rf"^(\d+|{_INTERVAL})$", re.IGNORECASE)
+
+
+class SettingsError(Exception):
+    """A setting from the environment has a value the service cannot run with."""
+
+
+def _installed_version() -> str:
+    try:
+        return version(SERVICE_NAME)
+    except PackageNotFoundError:
+        return "{{ cookiecutter.version }}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    app_env: Literal["development", "staging", "production"] = "production"
+    app_release: str = Field(default_factory=lambda: f"{SERVICE_NAME}@{_installed_version()}")
+
+    log_level: LogLevel = "INFO"
+    log_format: Literal["json", "text"] = "{{ cookiecutter.log_format }}"
+    log_file: Path | None = {% if cookiecutter.file_logging %}Path("logs/{{ cookiecutter.project_slug }}.log"){% else %}None{% endif %}
+    log_rotation: str = "{{ cookiecutter.log_rotation }}"
+    log_retention: str = "{{ cookiecutter.log_retention_days }} days"
+    log_compression: Literal["gz", "zip", "bz2", "xz", "none"] = "{{ cookiecutter.log_compression }}"
+{%- if cookiecutter.use_sentry %}
+
+    sentry_dsn: str | None = None
+    sentry_traces_sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+{%- endif %}
+
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    web_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    gunicorn_timeout: Annotated[int, Field(ge=1)] = 30
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_file", mode="before")
+    @classmethod
+    def _empty_means_no_file(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("log_rotation")
+    @classmethod
+    def _known_rotation(cls, value: str) -> str:
+        if not ROTATION_PATTERN.match(value.strip()):
+            raise ValueError('expected a size ("50 MB"), an interval ("1 day") or a time ("00:00")')
+        return value.strip()
+
+    @field_validator("log_retention")
+    @classmethod
+    def _known_retention(cls, value: str) -> str:
+        if not RETENTION_PATTERN.match(value.strip()):
+            raise ValueError('expected a number of files ("10") or an interval ("14 days")')
+        return value.strip()
+{%- if cookiecutter.use_sentry %}
+
+    @field_validator("sentry_dsn", mode="before")
+    @classmethod
+    def _well_formed_dsn(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        parts = urlsplit(str(value))
+        project_id = parts.path.rstrip("/").rsplit("/", 1)[-1]
+        if parts.scheme not in ("http", "https") or not parts.username or not project_id.isdigit():
+            raise ValueError("expected https://<public key>@<host>/<project id>")
+        return value
+{%- endif %}
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        name = str(item["loc"][0]).upper() if item["loc"] else "settings"
+        problems.append(f"{name}={item.get('input')!r}: {item['msg']}")
+    return "invalid setting " + "; ".join(problems)
+
+
+def load_settings() -> Settings:
+    """Read the settings, raising SettingsError with a one-line explanation."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+@contextmanager
+def exit_on_bad_settings() -> Iterator[None]:
+    """For entry points: a bad setting ends the process with one line, not a traceback."""
+    try:
+        yield
+    except SettingsError as error:
+        raise SystemExit(f"{SERVICE_NAME}: {error}") from None
