@@ -17,11 +17,11 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
 {%- endif %}
 
-from {{ cookiecutter.package_name }}.observability.logging import (  # noqa: E402
+from {{ cookiecutter.package_name }}.observability.logging import (
     GunicornLogger,
     configure_logging,
 )
-from {{ cookiecutter.package_name }}.settings import exit_on_bad_settings, load_settings  # noqa: E402
+from {{ cookiecutter.package_name }}.settings import exit_on_bad_settings, load_settings
 
 with exit_on_bad_settings():
     settings = load_settings()

@@ -37,7 +37,6 @@ def init_error_reporting(app: Flask, settings: Settings) -> None:
         dsn=settings.sentry_dsn,
         environment=settings.app_env,
         release=settings.app_release,
-        send_default_pii=False,
         include_local_variables=False,  # locals hold the WSGI environ with its raw headers
         traces_sampler=_traces_sampler(settings.sentry_traces_sample_rate),
         before_send=scrub_event,

@@ -1,0 +1,131 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.observability import logging as service_logging
+from {{ cookiecutter.package_name }}.settings import Settings
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+# Values in the environment of whoever runs the tests must not leak into them.
+SETTINGS_VARIABLES = [name.upper() for name in Settings.model_fields]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in (*SETTINGS_VARIABLES, "PROMETHEUS_MULTIPROC_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(PROJECT_DIR / "tests")  # no .env file here
+    yield
+    logger.remove()
+    service_logging._configured = False
+
+
+def make_settings(**overrides) -> Settings:
+    values = {"app_env": "development", "log_file": None, "log_format": "json", **overrides}
+    return Settings(**values)
+
+
+@pytest.fixture
+def app():
+    return create_app(make_settings())
+
+
+def capture_log_records(capsys):
+    """Log lines written from now on, as JSON objects.
+
+    Call it inside the test: pytest gives each test phase its own stdout, and a log
+    sink keeps writing to the stdout it was given.
+    """
+    service_logging.configure_logging(make_settings())
+    capsys.readouterr()
+    return lambda: [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+class Gunicorn:
+    """The service under real gunicorn, on a free loopback port, stopped by its pid."""
+
+    def __init__(self, tmp_path: Path, workers: int, **settings: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = tmp_path / "gunicorn.out"
+        self.env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(workers),
+            "LOG_FILE": str(tmp_path / "logs" / "service.log"),
+            "PYTHONPATH": str(PROJECT_DIR / "src"),
+            **settings,
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Gunicorn":
+        with self.output.open("wb") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                 "--bind", f"127.0.0.1:{self.port}"],
+                cwd=PROJECT_DIR, env=self.env, stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self._wait_until_ready()
+        return self
+
+    def _wait_until_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{self.output.read_text()}")
+            try:
+                if get(f"{self.url}/livez")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    servers = []
+
+    def start(workers: int = 2, **settings: str) -> Gunicorn:
+        server = Gunicorn(tmp_path, workers, **settings)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -1,0 +1,144 @@
+import gzip
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import sentry_sdk
+
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.observability.errors import FILTERED, scrub_event
+from {{ cookiecutter.package_name }}.settings import SettingsError, load_settings
+
+from .conftest import capture_log_records, make_settings
+
+SECRETS = {
+    "Authorization": "Bearer secret-authorization-value",
+    "Cookie": "session=secret-cookie-value",
+    "X-Api-Key": "secret-api-key-value",
+}
+QUERY_TOKEN = "secret-query-token-value"  # noqa: S105
+
+
+def parse_envelope(body: bytes) -> list[tuple[dict, bytes]]:
+    """Items of a Sentry envelope: a header line, then per item a header and a payload."""
+    items = []
+    _, _, rest = body.partition(b"\n")
+    while rest.strip():
+        header_line, _, rest = rest.partition(b"\n")
+        header = json.loads(header_line)
+        if "length" in header:
+            payload, rest = rest[: header["length"]], rest[header["length"] + 1 :]
+        else:
+            payload, _, rest = rest.partition(b"\n")
+        items.append((header, payload))
+    return items
+
+
+class EnvelopeServer:
+    """Speaks enough of Sentry's ingestion protocol to receive events, on a free port."""
+
+    def __init__(self):
+        self.items: list[tuple[dict, bytes]] = []
+        received = self.items
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                received.extend(parse_envelope(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.dsn = f"http://public@127.0.0.1:{self.server.server_port}/42"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def payloads(self, item_type: str) -> list[bytes]:
+        return [payload for header, payload in self.items if header.get("type") == item_type]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sentry_server():
+    server = EnvelopeServer()
+    yield server
+    sentry_sdk.get_client().close()
+    sentry_sdk.init()  # back to a client that sends nothing
+    server.stop()
+
+
+def test_one_scrubbed_event_per_unhandled_exception(sentry_server):
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn, app_release="svc@1.2.3"))
+    response = app.test_client().get(
+        f"/api/fail?token={QUERY_TOKEN}&page=2",
+        headers={**SECRETS, "X-Request-ID": "failing-request-1"},
+    )
+    assert response.status_code == 500
+    sentry_sdk.flush(timeout=5)
+
+    events = sentry_server.payloads("event")
+    assert len(events) == 1, "the error must not be reported twice (logging and Flask)"
+    event = json.loads(events[0])
+    assert event["exception"]["values"][-1]["type"] == "RuntimeError"
+    assert event["tags"]["request_id"] == "failing-request-1"
+    assert event["release"] == "svc@1.2.3"
+    assert event["environment"] == "development"
+    raw = events[0].decode()
+    for secret in (*SECRETS.values(), QUERY_TOKEN, "127.0.0.1"):
+        assert secret not in raw
+    assert "page=2" in event["request"]["query_string"]
+
+
+def test_probes_are_not_traced(sentry_server):
+    app = create_app(
+        make_settings(sentry_dsn=sentry_server.dsn, sentry_traces_sample_rate=1.0)
+    ).test_client()
+    for path in ("/livez", "/readyz", "/metrics", "/api/items/1"):
+        app.get(path)
+    sentry_sdk.flush(timeout=5)
+    transactions = [json.loads(payload) for payload in sentry_server.payloads("transaction")]
+    names = [transaction["transaction"] for transaction in transactions]
+    assert names == ["/api/items/<int:item_id>"]
+
+
+def test_without_a_dsn_a_warning_says_errors_are_not_reported(capsys):
+    log_records = capture_log_records(capsys)
+    create_app(make_settings())
+    assert "SENTRY_DSN is not set" in next(record["message"] for record in log_records())
+
+
+def test_a_malformed_dsn_is_a_settings_error(monkeypatch):
+    monkeypatch.setenv("SENTRY_DSN", "not-a-dsn")
+    with pytest.raises(SettingsError, match="SENTRY_DSN"):
+        load_settings()
+
+
+def test_scrubbing_filters_headers_body_query_and_client_address():
+    event = {
+        "request": {
+            "headers": {"Authorization": "x", "X-Api-Key": "x", "Accept": "text/html"},
+            "cookies": {"session": "x"},
+            "data": {"user": {"password": "x", "name": "ada"}},
+            "query_string": "access_token=x&q=flask",
+            "env": {"REMOTE_ADDR": "10.1.2.3"},
+        },
+        "user": {"ip_address": "10.1.2.3", "id": "7"},
+    }
+    scrubbed = scrub_event(event, {})
+    request = scrubbed["request"]
+    assert request["headers"] == {
+        "Authorization": FILTERED, "X-Api-Key": FILTERED, "Accept": "text/html",
+    }  # fmt: skip
+    assert request["data"] == {"user": {"password": FILTERED, "name": "ada"}}
+    assert request["query_string"] == "access_token=%5BFiltered%5D&q=flask"
+    assert "cookies" not in request
+    assert "env" not in request
+    assert scrubbed["user"] == {"id": "7"}

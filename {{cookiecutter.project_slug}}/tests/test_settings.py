@@ -1,0 +1,60 @@
+import pytest
+
+from {{ cookiecutter.package_name }}.settings import (
+    SettingsError,
+    exit_on_bad_settings,
+    load_settings,
+)
+
+
+def test_defaults_come_from_the_template_answers():
+    settings = load_settings()
+    assert settings.app_env == "production"
+    assert settings.log_format == "{{ cookiecutter.log_format }}"
+    assert settings.log_rotation == "{{ cookiecutter.log_rotation }}"
+    assert settings.log_retention == "{{ cookiecutter.log_retention_days }} days"
+
+
+def test_values_are_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    monkeypatch.setenv("LOG_FILE", "")
+    monkeypatch.setenv("WEB_CONCURRENCY", "5")
+    settings = load_settings()
+    assert settings.log_level == "DEBUG"
+    assert settings.log_file is None
+    assert settings.web_concurrency == 5
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LOG_LEVEL", "LOUD"),
+        ("LOG_FORMAT", "xml"),
+        ("LOG_ROTATION", "whenever"),
+        ("LOG_RETENTION", "forever"),
+        ("LOG_COMPRESSION", "rar"),
+        ("PORT", "70000"),
+        ("WEB_CONCURRENCY", "many"),
+        ("APP_ENV", "prod-ish"),
+    ],
+)
+def test_a_bad_value_is_named_in_one_line(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert f"{variable}={value!r}" in message
+    assert "\n" not in message
+
+
+def test_entry_points_exit_with_the_message_instead_of_a_traceback(monkeypatch):
+    monkeypatch.setenv("LOG_LEVEL", "LOUD")
+    with pytest.raises(SystemExit) as exit_info, exit_on_bad_settings():
+        load_settings()
+    assert str(exit_info.value).startswith("{{ cookiecutter.project_slug }}: invalid setting LOG_LEVEL")
+
+
+@pytest.mark.parametrize("rotation", ["10 MB", "500 KB", "1 day", "12 hours", "00:00", "1 week"])
+def test_documented_rotation_forms_are_accepted(monkeypatch, rotation):
+    monkeypatch.setenv("LOG_ROTATION", rotation)
+    assert load_settings().log_rotation == rotation
