@@ -1,0 +1,106 @@
+"""Every supported combination bakes into a clean, linted project whose own tests pass."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+from hooks.post_gen_project import MANIFEST
+
+from .conftest import SUPPORTED, bake, unrendered_jinja
+
+COMBINATIONS = [pytest.param(name, id=name) for name in SUPPORTED]
+# Words that betray a component; the answers file names every switch, so it is skipped.
+COMPONENT_WORDS = {
+    "use_sentry": r"sentry",
+    "use_prometheus": r"prometheus|/metrics\b",
+    "use_grafana": r"grafana|dashboard",
+    "use_docker": r"docker|compose\.yaml",
+    "use_github_actions": r"github actions|\.github",
+}
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_no_unrendered_template_syntax(baked, name):
+    project = baked(name)
+    leftovers = {
+        str(path.relative_to(project.path)): found
+        for path, text in project.text_files().items()
+        if (found := unrendered_jinja(text))
+    }
+    assert leftovers == {}
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_disabled_components_leave_no_trace(baked, name):
+    project = baked(name)
+    disabled = [switch for switch in MANIFEST if not project.answers[switch]]
+    for switch in disabled:
+        for path in MANIFEST[switch]:
+            assert not project.has_file(path.format(package=project.package)), path
+    traces = {
+        f"{path.relative_to(project.path)}: {switch}"
+        for switch in disabled
+        for path, text in project.text_files().items()
+        if path.name != ".cookiecutter.json"
+        and re.search(COMPONENT_WORDS[switch], text, re.IGNORECASE)
+    }
+    assert traces == set()
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_lint_clean(baked, name):
+    project = baked(name)
+    for command in (["check", "."], ["format", "--check", "."]):
+        result = project.run(project.tool("ruff"), *command)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_own_test_suite_passes(baked, name):
+    project = baked(name)
+    result = project.run(str(project.python), "-m", "pytest", "-q", "-p", "no:cacheprovider")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"\d+ passed", result.stdout)
+
+
+def test_default_project_installs_with_pip(baked):
+    project = baked("all-defaults")
+    install = project.run(
+        str(project.python), "-m", "pip", "install", "--quiet", "--no-deps",
+        "--no-build-isolation", "--disable-pip-version-check", ".",
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    # From another folder, without PYTHONPATH: the installed distribution is used.
+    check = project.run(
+        str(project.python), "-c",
+        "from my_service.app import create_app; from my_service.settings import load_settings;"
+        "print(create_app().name, load_settings().app_release)",
+        PYTHONPATH="",
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    assert "my_service.app my-service@0.1.0" in check.stdout
+
+
+def test_answers_are_recorded_for_replay(cookies_session, tmp_path):
+    original = bake(cookies_session, SUPPORTED["custom-names"]).project_path
+    answers_file = original / ".cookiecutter.json"
+    recorded = json.loads(answers_file.read_text())["cookiecutter"]
+    assert recorded["project_name"] == "Billing API"
+    assert recorded["package_name"] == "billing"
+    assert not any(key.startswith("_") and key != "_template" for key in recorded)
+
+    replayed = Path(
+        cookiecutter(recorded["_template"], replay=str(answers_file), output_dir=str(tmp_path))
+    )
+    assert file_contents(replayed) == file_contents(original)
+
+
+def file_contents(folder: Path) -> dict:
+    return {
+        path.relative_to(folder): path.read_bytes()
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
