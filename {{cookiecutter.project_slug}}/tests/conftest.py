@@ -18,12 +18,15 @@ from {{ cookiecutter.package_name }}.settings import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 # Values in the environment of whoever runs the tests must not leak into them.
-SETTINGS_VARIABLES = [name.upper() for name in Settings.model_fields]
+ENVIRONMENT_VARIABLES = [name.upper() for name in Settings.model_fields]
+{%- if cookiecutter.use_prometheus %}
+ENVIRONMENT_VARIABLES.append("PROMETHEUS_MULTIPROC_DIR")
+{%- endif %}
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    for name in (*SETTINGS_VARIABLES, "PROMETHEUS_MULTIPROC_DIR"):
+    for name in ENVIRONMENT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(PROJECT_DIR / "tests")  # no .env file here
     yield

@@ -101,7 +101,7 @@ def test_probes_are_not_traced(sentry_server):
     app = create_app(
         make_settings(sentry_dsn=sentry_server.dsn, sentry_traces_sample_rate=1.0)
     ).test_client()
-    for path in ("/livez", "/readyz", "/metrics", "/api/items/1"):
+    for path in ("/livez", "/readyz",{% if cookiecutter.use_prometheus %} "/metrics",{% endif %} "/api/items/1"):
         app.get(path)
     sentry_sdk.flush(timeout=5)
     transactions = [json.loads(payload) for payload in sentry_server.payloads("transaction")]

@@ -17,7 +17,7 @@ from .views import views
 def create_app(settings: Settings | None = None) -> Flask:
     with exit_on_bad_settings():
         settings = settings or load_settings()
-        ensure_logging(settings)  # before Sentry: it adds its own loguru sink
+        ensure_logging(settings)  # first: the components below log, some add sinks
 
     app = Flask(__name__)
     app.config["SETTINGS"] = settings

@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Literal
+{%- if cookiecutter.use_sentry %}
 from urllib.parse import urlsplit
+{%- endif %}
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict

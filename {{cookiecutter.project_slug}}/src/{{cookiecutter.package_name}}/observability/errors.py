@@ -19,6 +19,9 @@ from sentry_sdk.integrations.loguru import LoguruIntegration
 
 from ..settings import Settings
 from .health import HEALTH_PATHS
+{%- if cookiecutter.use_prometheus %}
+from .metrics import METRICS_PATH
+{%- endif %}
 
 FILTERED = "[Filtered]"
 # Matched against lower-cased names with "-" read as "_" and any "http_" prefix removed.
@@ -26,7 +29,11 @@ SENSITIVE_NAME_PARTS = (
     "auth", "cookie", "api_key", "apikey", "password", "passwd", "secret",
     "token", "session", "csrf", "signature", "private_key", "forwarded_for", "real_ip",
 )  # fmt: skip
-UNTRACED_PATHS = (*HEALTH_PATHS, "/metrics")
+{%- if cookiecutter.use_prometheus %}
+UNTRACED_PATHS = (*HEALTH_PATHS, METRICS_PATH)
+{%- else %}
+UNTRACED_PATHS = HEALTH_PATHS
+{%- endif %}
 
 
 def init_error_reporting(app: Flask, settings: Settings) -> None:

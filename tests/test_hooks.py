@@ -1,0 +1,105 @@
+"""Unit tests of the hook helpers, without baking."""
+
+import json
+
+import pytest
+
+from hooks.post_gen_project import (
+    MANIFEST,
+    OPTIONAL_FOLDERS,
+    disabled_paths,
+    next_steps,
+    record_answers,
+    remove_empty_folders,
+    remove_paths,
+)
+from hooks.pre_gen_project import problems_with
+
+from .conftest import TEMPLATE_DIR
+
+DEFAULTS = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
+
+
+def answers(**changes) -> dict:
+    values = {
+        **DEFAULTS,
+        "project_slug": "my-service",
+        "package_name": "my_service",
+        "python_version": "3.11",
+        "log_format": "json",
+        "log_compression": "gz",
+    }
+    return {**values, **changes}
+
+
+def test_default_answers_have_no_problems():
+    assert problems_with(answers()) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"project_name": "  "}, "project_name"),
+        ({"project_slug": "x" * 64}, "project_slug"),
+        ({"project_slug": "double--dash"}, "project_slug"),
+        ({"package_name": "2fast"}, "package_name"),
+        ({"package_name": "json"}, "package_name"),
+        ({"package_name": "sentry_sdk"}, "package_name"),
+        ({"author_email": "a@b"}, "author_email"),
+        ({"version": "v1"}, "version"),
+        ({"log_rotation": "50 parsecs"}, "log_rotation"),
+        ({"log_retention_days": "a week"}, "log_retention_days"),
+        ({"use_sentry": "maybe"}, "use_sentry"),
+        ({"use_grafana": True, "use_prometheus": False}, "use_grafana needs use_prometheus"),
+    ],
+)
+def test_each_problem_names_the_answer_to_fix(changes, named):
+    problems = problems_with(answers(**changes))
+    assert len(problems) == 1
+    assert problems[0].startswith(named)
+    assert "\n" not in problems[0]
+
+
+def test_several_problems_are_all_reported():
+    assert len(problems_with(answers(version="x", author_email="y"))) == 2
+
+
+def test_all_switches_on_remove_nothing():
+    assert disabled_paths(answers()) == []
+
+
+def test_a_switch_off_removes_exactly_its_manifest_entries():
+    paths = disabled_paths(answers(use_sentry=False))
+    assert paths == [path.format(package="my_service") for path in MANIFEST["use_sentry"]]
+
+
+def test_removal_is_idempotent(tmp_path):
+    (tmp_path / "monitoring" / "grafana").mkdir(parents=True)
+    (tmp_path / "monitoring" / "grafana" / "board.json").write_text("{}")
+    (tmp_path / "Dockerfile").write_text("FROM scratch")
+    paths = ["monitoring/grafana", "Dockerfile", "compose.yaml"]
+    for _ in range(2):
+        remove_paths(tmp_path, paths)
+        remove_empty_folders(tmp_path, OPTIONAL_FOLDERS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_with_content_left_is_kept(tmp_path):
+    (tmp_path / "monitoring" / "prometheus").mkdir(parents=True)
+    remove_empty_folders(tmp_path, OPTIONAL_FOLDERS)
+    assert (tmp_path / "monitoring" / "prometheus").is_dir()
+
+
+def test_answers_are_recorded_without_private_keys(tmp_path):
+    context = {**answers(), "_template": "gh:org/template", "_output_dir": "/somewhere"}
+    record_answers(tmp_path, context)
+    recorded = json.loads((tmp_path / ".cookiecutter.json").read_text())["cookiecutter"]
+    assert recorded["_template"] == "gh:org/template"
+    assert "_output_dir" not in recorded
+    assert "__prompts__" not in recorded
+    assert recorded["project_slug"] == "my-service"
+
+
+def test_next_steps_mention_docker_only_when_it_is_there():
+    assert "docker compose" in next_steps(answers(use_docker=True))
+    assert "docker" not in next_steps(answers(use_docker=False))
