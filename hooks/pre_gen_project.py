@@ -6,6 +6,7 @@ hook exits non-zero and cookiecutter generates nothing.
 
 import json
 import keyword
+import math
 import re
 import sys
 
@@ -33,6 +34,9 @@ CHOICES = {
 SWITCHES = ("file_logging", "use_sentry", "use_prometheus", "use_grafana", "use_docker",
             "use_github_actions")  # fmt: skip
 MAX_SLUG_LENGTH = 63  # a DNS label: container, Kubernetes and Prometheus job names
+# The fast burn-rate alert fires at 14.4 times the error budget: below 93.1 % that would
+# need more than 100 % of requests to fail, and the alert could never fire.
+SLO_TARGET_RANGE = (93.1, 99.999)
 
 
 def problems_with(answers: dict) -> list[str]:
@@ -42,6 +46,7 @@ def problems_with(answers: dict) -> list[str]:
         *_metadata_problems(answers),
         *_logging_problems(answers),
         *_switch_problems(answers),
+        *_alerting_problems(answers),
     ]
 
 
@@ -105,6 +110,38 @@ def _switch_problems(answers: dict) -> list[str]:
             "(answer yes to use_prometheus, or no to use_grafana)"
         )
     return problems
+
+
+def _alerting_problems(answers: dict) -> list[str]:
+    problems = []
+    lowest, highest = SLO_TARGET_RANGE
+    target = _finite_number(answers["slo_availability_target"])
+    if target is None or not lowest <= target <= highest:
+        problems.append(
+            f"slo_availability_target {answers['slo_availability_target']!r} is not a percentage "
+            f"from {lowest} to {highest} (99.9 allows one failed request in a thousand)"
+        )
+    ratio = _finite_number(answers["alert_error_ratio_threshold"])
+    if ratio is None or not 0 < ratio < 1:
+        problems.append(
+            f"alert_error_ratio_threshold {answers['alert_error_ratio_threshold']!r} is not a "
+            "share between 0 and 1 (0.05 alerts when more than 5 % of requests fail)"
+        )
+    latency = _finite_number(answers["alert_latency_p99_seconds"])
+    if latency is None or latency <= 0:
+        problems.append(
+            f"alert_latency_p99_seconds {answers['alert_latency_p99_seconds']!r} is not a "
+            "positive number of seconds"
+        )
+    return problems
+
+
+def _finite_number(value: object) -> float | None:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def main() -> int:

@@ -51,6 +51,15 @@ def test_default_answers_have_no_problems():
         ({"log_retention_days": "a week"}, "log_retention_days"),
         ({"use_sentry": "maybe"}, "use_sentry"),
         ({"use_grafana": True, "use_prometheus": False}, "use_grafana needs use_prometheus"),
+        ({"slo_availability_target": "99.9%"}, "slo_availability_target"),
+        ({"slo_availability_target": "90"}, "slo_availability_target"),
+        ({"slo_availability_target": "100"}, "slo_availability_target"),
+        ({"alert_error_ratio_threshold": "5%"}, "alert_error_ratio_threshold"),
+        ({"alert_error_ratio_threshold": "0"}, "alert_error_ratio_threshold"),
+        ({"alert_error_ratio_threshold": "1"}, "alert_error_ratio_threshold"),
+        ({"alert_latency_p99_seconds": "0"}, "alert_latency_p99_seconds"),
+        ({"alert_latency_p99_seconds": "1s"}, "alert_latency_p99_seconds"),
+        ({"alert_latency_p99_seconds": "inf"}, "alert_latency_p99_seconds"),
     ],
 )
 def test_each_problem_names_the_answer_to_fix(changes, named):
@@ -58,6 +67,19 @@ def test_each_problem_names_the_answer_to_fix(changes, named):
     assert len(problems) == 1
     assert problems[0].startswith(named)
     assert "\n" not in problems[0]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"slo_availability_target": "93.1"},
+        {"slo_availability_target": "99.999"},
+        {"alert_error_ratio_threshold": "0.001"},
+        {"alert_latency_p99_seconds": " 0.25 "},
+    ],
+)
+def test_alerting_answers_at_the_edges_are_accepted(changes):
+    assert problems_with(answers(**changes)) == []
 
 
 def test_several_problems_are_all_reported():

@@ -21,6 +21,9 @@ REFUSED = {
     "bad-version": {"version": "one"},
     "bad-rotation": {"log_rotation": "whenever"},
     "bad-retention": {"log_retention_days": "0"},
+    "slo-target-too-low": {"slo_availability_target": "90"},
+    "error-ratio-as-percent": {"alert_error_ratio_threshold": "5"},
+    "latency-not-a-number": {"alert_latency_p99_seconds": "one second"},
 }
 # Values outside a choice list or a yes/no: cookiecutter itself refuses them, saying why.
 REFUSED_BY_COOKIECUTTER = {
