@@ -17,6 +17,10 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
 {%- endif %}
 
+from {{ cookiecutter.package_name }}.observability.log_relay import (
+    forward_logs_to_master,
+    start_log_relay,
+)
 from {{ cookiecutter.package_name }}.observability.logging import (
     GunicornLogger,
     configure_logging,
@@ -25,8 +29,9 @@ from {{ cookiecutter.package_name }}.settings import exit_on_bad_settings, load_
 
 with exit_on_bad_settings():
     settings = load_settings()
-    # Sinks live in the master; forked workers send their records to its writer thread.
-    configure_logging(settings, enqueue=True)
+    configure_logging(settings)
+# The sinks live in the master; workers send it their lines (see log_relay.py).
+log_relay = start_log_relay()
 
 wsgi_app = "{{ cookiecutter.package_name }}.app:create_app()"
 bind = f"0.0.0.0:{settings.port}"
@@ -36,6 +41,14 @@ graceful_timeout = 20
 keepalive = 5
 accesslog = "-"
 logger_class = GunicornLogger
+
+
+def post_fork(server, worker):
+    forward_logs_to_master(settings, log_relay.address)
+
+
+def on_exit(server):
+    log_relay.stop()
 {%- if cookiecutter.use_prometheus %}
 
 

@@ -1,16 +1,16 @@
 """Logging through loguru: one place that decides where every log line goes.
 
-Under gunicorn the sinks are added once, in the master (see gunicorn.conf.py), with
-`enqueue=True`: forked workers hand their records to the master's writer thread, so
-the log file has one owner, rotation happens once and no line is lost or interleaved.
-The app factory only configures logging itself when nothing did it before
-(development server, tests, scripts).
+Lines are rendered by plain functions (flat JSON with Elastic Common Schema names, or
+one-line text for people), so that a gunicorn worker can render a line and hand it to
+the master, which alone owns the log file (see log_relay.py). The app factory only
+configures logging itself when nothing did it before (development server, tests).
 """
 
 import json
 import logging
 import sys
 import traceback
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
@@ -20,36 +20,24 @@ from loguru import logger
 from ..settings import SERVICE_NAME, Settings, SettingsError
 from .request_context import current_request_id, current_trace_id
 
-TEXT_FORMAT = (
-    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
-    "<cyan>{extra[request_id]}</cyan> | {extra[_logger]} - {extra[_message]}\n{exception}"
-)
+Render = Callable[[dict], str]
+
 # Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
-_RESERVED_EXTRA = {"request_id", "trace_id", "_logger", "_message", "_json"}
+_RESERVED_EXTRA = {"request_id", "trace_id", "_logger", "_line", "_relayed", "_packed"}
 
 _configured = False
 
 
-def configure_logging(settings: Settings, *, enqueue: bool = False) -> None:
+def configure_logging(settings: Settings) -> None:
     """(Re)build every sink from the settings; safe to call again (gunicorn re-runs it on HUP)."""
     global _configured
     logger.remove()
-    logger.configure(
-        extra={"request_id": "-", "trace_id": "-"},
-        patcher=_add_request_context,
-    )
-    console_format = _json_formatter(settings) if settings.log_format == "json" else _text_formatter
-    logger.add(
-        sys.stdout,
-        level=settings.log_level,
-        format=console_format,
-        enqueue=enqueue,
-        backtrace=False,
-        diagnose=False,  # would write local variables, the WSGI environ included
-        colorize=settings.log_format == "text" and sys.stdout.isatty(),
-    )
-    if settings.log_file is not None:
-        _add_file_sink(settings, enqueue=enqueue)
+    logger.configure(extra={"request_id": "-", "trace_id": "-"}, patcher=_add_request_context)
+    for destination, render in line_renderers(settings).items():
+        if destination == "console":
+            logger.add(sys.stdout, level=settings.log_level, format=_as_format(render, "console"))
+        else:
+            _add_file_sink(settings, _as_format(render, "file"))
     _route_stdlib_logging()
     _configured = True
 
@@ -60,20 +48,37 @@ def ensure_logging(settings: Settings) -> None:
         configure_logging(settings)
 
 
-def _add_file_sink(settings: Settings, *, enqueue: bool) -> None:
+def line_renderers(settings: Settings) -> dict[str, Render]:
+    """How a record becomes a line, per destination; files are for collectors: always JSON."""
+    json_line = json_renderer(settings)
+    renderers = {"console": json_line if settings.log_format == "json" else text_line}
+    if settings.log_file is not None:
+        renderers["file"] = json_line
+    return renderers
+
+
+def _as_format(render: Render, destination: str):
+    """A loguru format that writes our rendered line, or the one a worker already rendered."""
+
+    def format_record(record: dict) -> str:
+        relayed = record["extra"].get("_relayed")
+        record["extra"]["_line"] = relayed.get(destination, "") if relayed else render(record)
+        return "{extra[_line]}"
+
+    return format_record
+
+
+def _add_file_sink(settings: Settings, line_format) -> None:
     log_file = Path(settings.log_file)
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         logger.add(
             log_file,
             level=settings.log_level,
-            format=_json_formatter(settings),  # files are read by collectors: always JSON
+            format=line_format,
             rotation=settings.log_rotation,
             retention=_retention(settings.log_retention),
             compression=None if settings.log_compression == "none" else settings.log_compression,
-            enqueue=enqueue,
-            backtrace=False,
-            diagnose=False,
             encoding="utf-8",
         )
     except (OSError, ValueError) as error:
@@ -94,20 +99,26 @@ def _add_request_context(record: dict) -> None:
     extra.setdefault("_logger", record["name"])
 
 
-def _text_formatter(record: dict) -> str:
-    # Newlines in a message (a user agent, a header) must not start a forged log line.
-    record["extra"]["_message"] = record["message"].replace("\r", "\\r").replace("\n", "\\n")
-    return TEXT_FORMAT
+def text_line(record: dict) -> str:
+    """One line for people; newlines in a message (a header, say) cannot forge another line."""
+    message = record["message"].replace("\r", "\\r").replace("\n", "\\n")
+    extra = record["extra"]
+    line = (
+        f"{record['time']:%Y-%m-%d %H:%M:%S}.{record['time'].microsecond // 1000:03d} | "
+        f"{record['level'].name:<8} | {extra['request_id']} | {extra['_logger']} - {message}\n"
+    )
+    if record["exception"] is not None:
+        line += _error_fields(record["exception"])["error.stack_trace"]
+    return line
 
 
-def _json_formatter(settings: Settings):
+def json_renderer(settings: Settings) -> Render:
     static_fields = {"service.name": SERVICE_NAME, "service.environment": settings.app_env}
 
-    def format_json(record: dict) -> str:
-        record["extra"]["_json"] = json.dumps(_json_fields(record, static_fields), default=str)
-        return "{extra[_json]}\n"
+    def json_line(record: dict) -> str:
+        return json.dumps(_json_fields(record, static_fields), default=str) + "\n"
 
-    return format_json
+    return json_line
 
 
 def _json_fields(record: dict, static_fields: dict) -> dict:

@@ -1,0 +1,98 @@
+"""Carry log lines from gunicorn workers to the master, which alone writes them.
+
+The master owns the sinks, so the log file has one writer: rotation, retention and
+compression happen once and no line is interleaved. Each worker renders its lines and
+sends every record as one datagram on a Unix socket. A datagram arrives whole or not
+at all, and no lock is shared between processes: a worker killed in the middle of
+logging (SIGKILL, the OOM killer) cannot block the others, as a queue shared across
+processes would, whose lock dies held with the worker.
+"""
+
+import json
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from loguru import logger
+
+from ..settings import Settings
+from .logging import line_renderers
+
+# The largest datagram a default Linux socket buffer takes whole, with room to spare.
+MAX_DATAGRAM = 200 * 1024
+
+_relay: "LogRelay | None" = None
+
+
+class LogRelay:
+    """The master's end: a socket, and a thread that writes what arrives through loguru."""
+
+    def __init__(self) -> None:
+        self._folder = Path(tempfile.mkdtemp(prefix="log-relay-"))  # private: mode 0700
+        self.address = str(self._folder / "relay.sock")
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(self.address)
+        self._thread = threading.Thread(target=self._write_lines, name="log-relay", daemon=True)
+        self._thread.start()
+
+    def _write_lines(self) -> None:
+        while datagram := self._socket.recv(MAX_DATAGRAM):
+            level, lines = json.loads(datagram)
+            logger.bind(_relayed=lines).log(level, "")
+
+    def stop(self) -> None:
+        """Write everything already sent, then close: the workers have exited by now."""
+        if self._socket.fileno() == -1:
+            return  # already stopped
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as closer:
+            closer.sendto(b"", self.address)  # an empty datagram ends the loop
+        self._thread.join(timeout=10)
+        self._socket.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def start_log_relay() -> LogRelay:
+    """In the master; gunicorn re-runs its configuration on HUP, and the relay stays."""
+    global _relay
+    if _relay is None:
+        _relay = LogRelay()
+    return _relay
+
+
+def forward_logs_to_master(settings: Settings, address: str) -> None:
+    """In a freshly forked worker: replace the sinks inherited from the master."""
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.connect(address)
+    renderers = line_renderers(settings)
+    logger.remove()
+    logger.add(
+        lambda message: _send(sender, message),
+        level=settings.log_level,
+        format=lambda record: _pack(record, renderers),
+    )
+
+
+def _pack(record: dict, renderers: dict) -> str:
+    rendered = {}  # console and file often share the JSON renderer: render once
+    lines = {}
+    for destination, render in renderers.items():
+        if render not in rendered:
+            rendered[render] = render(record)
+        lines[destination] = rendered[render]
+    record["extra"]["_packed"] = json.dumps([record["level"].name, lines])
+    return "{extra[_packed]}"
+
+
+def _send(sender: socket.socket, message: str) -> None:
+    datagram = message.encode("utf-8")
+    try:
+        if len(datagram) > MAX_DATAGRAM:
+            raise OSError(f"a log record of {len(datagram)} bytes is too large for the relay")
+        sender.send(datagram)
+    except OSError as error:
+        # The master is gone or the record too large: stderr still reaches the operator.
+        _, lines = json.loads(message)
+        sys.stderr.write(f"log relay: {error}\n{lines['console']}")

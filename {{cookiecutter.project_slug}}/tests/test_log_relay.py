@@ -1,0 +1,93 @@
+"""Workers' log lines reach the master's sinks whole, and a killed worker blocks nobody."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from loguru import logger
+
+from {{ cookiecutter.package_name }}.observability.log_relay import (
+    LogRelay,
+    forward_logs_to_master,
+)
+from {{ cookiecutter.package_name }}.observability.logging import configure_logging
+
+from .conftest import make_settings
+
+
+@pytest.fixture
+def master(tmp_path):
+    """A master as gunicorn.conf.py sets it up: its sinks, and the relay."""
+    settings = make_settings(log_file=tmp_path / "service.log")
+    configure_logging(settings)
+    relay = LogRelay()
+    yield settings, relay
+    relay.stop()
+
+
+def fork_worker(settings, relay, log) -> int:
+    pid = os.fork()
+    if pid == 0:  # the worker: log, then leave without running the parent's clean-up
+        try:
+            forward_logs_to_master(settings, relay.address)
+            log()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def wait_for_exit(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def file_records(settings) -> list[dict]:
+    logger.remove()  # flush and close the file
+    return [json.loads(line) for line in settings.log_file.read_text().splitlines()]
+
+
+def test_lines_from_several_workers_arrive_once_and_whole(master):
+    settings, relay = master
+
+    def log_lines():
+        for number in range(300):
+            logger.bind(worker=os.getpid()).info("line {}", number)
+
+    workers = [fork_worker(settings, relay, log_lines) for _ in range(3)]
+    assert all(wait_for_exit(pid) for pid in workers)
+    relay.stop()
+
+    records = [record for record in file_records(settings) if "worker" in record]
+    assert len(records) == 900
+    for pid in workers:
+        numbers = [int(r["message"].split()[1]) for r in records if r["worker"] == pid]
+        assert numbers == list(range(300)), "each worker's lines arrive complete and in order"
+
+
+def test_a_worker_killed_while_logging_does_not_block_the_others(master):
+    settings, relay = master
+
+    def log_forever():
+        while True:
+            logger.info("busy " + "x" * 2000)
+
+    busy = fork_worker(settings, relay, log_forever)
+    time.sleep(0.3)
+    os.kill(busy, signal.SIGKILL)
+    os.waitpid(busy, 0)
+
+    def log_a_hundred():
+        for number in range(100):
+            logger.info("after {}", number)
+
+    survivor = fork_worker(settings, relay, log_a_hundred)
+    assert wait_for_exit(survivor), "a worker blocked on logging after another one was killed"
+    relay.stop()
+    messages = [record["message"] for record in file_records(settings)]
+    assert [m for m in messages if m.startswith("after")] == [f"after {n}" for n in range(100)]
