@@ -17,7 +17,9 @@ class Outcome:
     status: int | None  # None: the connection failed (a killed worker, say)
 
 
-def send_all(base_url: str, paths: list[str], concurrency: int = 12) -> list[Outcome]:
+def send_all(
+    base_url: str, paths: list[str], concurrency: int = 12, headers: dict | None = None
+) -> list[Outcome]:
     sessions = threading.local()
 
     def send(path: str) -> Outcome:
@@ -26,7 +28,7 @@ def send_all(base_url: str, paths: list[str], concurrency: int = 12) -> list[Out
         request_id = uuid.uuid4().hex
         try:
             response = sessions.session.get(
-                base_url + path, headers={"X-Request-ID": request_id}, timeout=30
+                base_url + path, headers={**(headers or {}), "X-Request-ID": request_id}, timeout=30
             )
             return Outcome(path, request_id, response.status_code)
         except requests.RequestException:  # a worker killed mid-request, say

@@ -56,8 +56,10 @@ class GunicornService:
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process and self.process.poll() is None:
+            started = time.monotonic()
             os.kill(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=timeout)
+            self.last_stop_seconds = time.monotonic() - started
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of one metric whose labels include the given ones."""

@@ -100,7 +100,5 @@ def test_answers_are_recorded_for_replay(cookies_session, tmp_path):
 
 def file_contents(folder: Path) -> dict:
     return {
-        path.relative_to(folder): path.read_bytes()
-        for path in folder.rglob("*")
-        if path.is_file()
+        path.relative_to(folder): path.read_bytes() for path in folder.rglob("*") if path.is_file()
     }

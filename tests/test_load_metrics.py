@@ -17,9 +17,7 @@ WORKERS = 3
 
 
 def mixed_paths(rounds: int) -> list[str]:
-    return [
-        path.format(n=n % 1000, missing=1001 + n) for n in range(rounds) for path in ROUND
-    ]
+    return [path.format(n=n % 1000, missing=1001 + n) for n in range(rounds) for path in ROUND]
 
 
 def request_totals(service) -> dict[str, float]:

@@ -1,4 +1,7 @@
+from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability.health import register_readiness_check
+
+from .conftest import make_settings
 
 HEALTH_JSON = "application/health+json"
 
@@ -44,3 +47,16 @@ def test_readiness_fails_while_a_check_fails_and_recovers_after(app, client):
 def test_a_check_returning_false_fails_readiness(app, client):
     register_readiness_check(app, "queue", lambda: False)
     assert client.get("/healthz").status_code == 503
+
+
+def test_a_drain_file_takes_the_instance_out_of_rotation(tmp_path):
+    drain_file = tmp_path / "drain"
+    client = create_app(make_settings(drain_file=drain_file)).test_client()
+    assert client.get("/readyz").status_code == 200
+    drain_file.touch()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "draining" in response.get_json()["checks"]["drain"][0]["output"]
+    assert client.get("/livez").status_code == 200
+    drain_file.unlink()
+    assert client.get("/readyz").status_code == 200

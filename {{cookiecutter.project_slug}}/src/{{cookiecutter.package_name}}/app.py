@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 {%- if cookiecutter.use_sentry %}
     init_error_reporting(app, settings)
 {%- endif %}
-    init_health(app)
+    init_health(app, drain_file=settings.drain_file)
 {%- if cookiecutter.use_prometheus %}
     init_metrics(app)
 {%- endif %}

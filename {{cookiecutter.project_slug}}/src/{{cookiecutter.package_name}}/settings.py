@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     sentry_traces_sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
 {%- endif %}
 
+    # While this file exists, /readyz answers 503: touch it to drain an instance before upkeep.
+    drain_file: Path | None = None
+
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     web_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     gunicorn_timeout: Annotated[int, Field(ge=1)] = 30
@@ -70,7 +73,7 @@ class Settings(BaseSettings):
     def _upper_case_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("log_file", mode="before")
+    @field_validator("log_file", "drain_file", mode="before")
     @classmethod
     def _empty_means_no_file(cls, value: object) -> object:
         return None if value == "" else value

@@ -12,6 +12,7 @@ the function returns normally when ready and raises (or returns False) when not.
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from flask import Blueprint, Flask, current_app, jsonify
 from loguru import logger
@@ -24,9 +25,11 @@ ReadinessCheck = Callable[[], object]
 health = Blueprint("health", __name__)
 
 
-def init_health(app: Flask) -> None:
+def init_health(app: Flask, drain_file: Path | None = None) -> None:
     app.extensions["readiness_checks"] = {}
     app.register_blueprint(health)
+    if drain_file is not None:
+        register_readiness_check(app, "drain", lambda: _not_draining(drain_file))
 
 
 def register_readiness_check(app: Flask, name: str, check: ReadinessCheck) -> None:
@@ -47,6 +50,11 @@ def readyz():
     }
     failed = any(result[0]["status"] == "fail" for result in results.values())
     return _health_response("fail" if failed else "pass", results)
+
+
+def _not_draining(drain_file: Path) -> None:
+    if drain_file.exists():
+        raise RuntimeError(f"draining: {drain_file} exists")
 
 
 def _run_check(name: str, check: ReadinessCheck) -> dict:
