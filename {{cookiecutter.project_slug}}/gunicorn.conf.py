@@ -41,6 +41,8 @@ graceful_timeout = 20
 keepalive = 5
 accesslog = "-"
 logger_class = GunicornLogger
+# gunicorn's control socket defaults to one path per user, shared by every instance on the host.
+control_socket_disable = True
 
 
 def post_fork(server, worker):
