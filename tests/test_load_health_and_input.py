@@ -1,8 +1,11 @@
 """Health under load and a drained instance; hostile headers and bad settings."""
 
 import json
+import os
+import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -105,3 +108,30 @@ def test_a_bad_setting_stops_the_service_with_one_line(baked, tmp_path, name, va
     assert result.returncode != 0
     output = (result.stdout + result.stderr).strip().splitlines()
     assert output == [output[0]] and output[0].startswith(f"my-service: invalid setting {name}=")
+
+
+def test_a_bad_setting_on_reload_keeps_the_service_and_its_settings(baked, tmp_path):
+    project = baked("all-defaults")
+    service = GunicornService(project, tmp_path, workers=2).start()
+    env_file = project.path / ".env"  # HUP re-reads the environment and this file
+    try:
+        env_file.write_text("LOG_LEVEL=LOUD\n")
+        os.kill(service.process.pid, signal.SIGHUP)
+        refusal = _wait_for_log_line(service, "reload refused")
+        assert "LOG_LEVEL='LOUD'" in refusal
+        assert service.process.poll() is None, "the master must not exit on a bad reload"
+        assert service.get("/api/items/1").status_code == 200
+    finally:
+        env_file.unlink()
+        service.stop()
+
+
+def _wait_for_log_line(service, text: str, timeout: float = 15) -> str:
+    log_file = service.log_dir / "service.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log_file.read_text().splitlines():
+            if text in line:
+                return line
+        time.sleep(0.2)
+    raise AssertionError(f"no log line with {text!r} within {timeout} s")

@@ -25,11 +25,9 @@ from {{ cookiecutter.package_name }}.observability.logging import (
     GunicornLogger,
     configure_logging,
 )
-from {{ cookiecutter.package_name }}.settings import exit_on_bad_settings, load_settings
+from {{ cookiecutter.package_name }}.settings import settings_for_server
 
-with exit_on_bad_settings():
-    settings = load_settings()
-    configure_logging(settings)
+settings = settings_for_server(apply=configure_logging)
 # The sinks live in the master; workers send it their lines (see log_relay.py).
 log_relay = start_log_relay()
 

@@ -10,13 +10,13 @@ from .observability.logging import ensure_logging
 from .observability.metrics import init_metrics
 {%- endif %}
 from .observability.request_context import init_request_context
-from .settings import Settings, exit_on_bad_settings, load_settings
+from .settings import Settings, exit_on_bad_settings, load_settings, server_settings
 from .views import views
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     with exit_on_bad_settings():
-        settings = settings or load_settings()
+        settings = settings or server_settings() or load_settings()
         ensure_logging(settings)  # first: the components below log, some add sinks
 
     app = Flask(__name__)

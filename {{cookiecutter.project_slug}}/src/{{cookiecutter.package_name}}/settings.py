@@ -5,7 +5,7 @@ start-up with one line naming the variable, instead of failing later or silently
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 {%- endif %}
 
+from loguru import logger
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -120,6 +121,34 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         raise SettingsError(_describe(error)) from None
+
+
+_in_use: Settings | None = None
+
+
+def settings_for_server(apply: Callable[[Settings], None]) -> Settings:
+    """Load and apply the settings in the gunicorn master, at start and again on HUP.
+
+    At start a bad value ends the process with one line. On HUP it is logged and the
+    settings in use stay: a master that exits on reload leaves its workers orphaned.
+    """
+    global _in_use
+    try:
+        settings = load_settings()
+        apply(settings)
+    except SettingsError as error:
+        if _in_use is None:
+            raise SystemExit(f"{SERVICE_NAME}: {error}") from None
+        apply(_in_use)
+        logger.error("reload refused, the settings in use stay: {}", error)
+        return _in_use
+    _in_use = settings
+    return settings
+
+
+def server_settings() -> Settings | None:
+    """What the gunicorn master applied; its forked workers use the same, never re-read."""
+    return _in_use
 
 
 @contextmanager
