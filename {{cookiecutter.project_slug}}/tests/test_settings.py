@@ -1,9 +1,12 @@
 import pytest
 
+from {{ cookiecutter.package_name }} import settings as settings_module
 from {{ cookiecutter.package_name }}.settings import (
     SettingsError,
     exit_on_bad_settings,
     load_settings,
+    server_settings,
+    settings_for_server,
 )
 
 
@@ -58,3 +61,23 @@ def test_entry_points_exit_with_the_message_instead_of_a_traceback(monkeypatch):
 def test_documented_rotation_forms_are_accepted(monkeypatch, rotation):
     monkeypatch.setenv("LOG_ROTATION", rotation)
     assert load_settings().log_rotation == rotation
+
+
+def test_the_server_exits_on_bad_settings_at_start_but_keeps_its_settings_on_reload(
+    monkeypatch,
+):
+    monkeypatch.setattr(settings_module, "_in_use", None)
+    applied = []
+    monkeypatch.setenv("LOG_LEVEL", "LOUD")
+    with pytest.raises(SystemExit, match="LOG_LEVEL"):
+        settings_for_server(apply=applied.append)
+    assert applied == []
+
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    started = settings_for_server(apply=applied.append)
+    assert server_settings() is started
+
+    monkeypatch.setenv("LOG_LEVEL", "LOUD")
+    reloaded = settings_for_server(apply=applied.append)
+    assert reloaded is started
+    assert [settings.log_level for settings in applied] == ["WARNING", "WARNING"]
