@@ -30,6 +30,7 @@ SUPPORTED = {
     "no-file-logging": {"file_logging": "no"},
     "time-rotation": {"log_rotation": "00:00", "log_retention_days": "3", "log_compression": "zip"},
     "custom-names": {"project_name": "Billing API", "package_name": "billing"},
+    "long-names": {"project_name": "Customer Account Reconciliation And Settlement Service"},
 }  # fmt: skip
 
 

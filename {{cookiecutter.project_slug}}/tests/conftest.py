@@ -13,7 +13,9 @@ import pytest
 from loguru import logger
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.observability import logging as service_logging
+from {{ cookiecutter.package_name }}.observability import (
+    logging as service_logging,
+)
 from {{ cookiecutter.package_name }}.settings import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -75,30 +77,28 @@ def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
         return error.code, dict(error.headers), error.read()
 
 
-class Gunicorn:
-    """The service under real gunicorn, on a free loopback port, stopped by its pid."""
+class ServiceProcess:
+    """The service in a process of its own, on a free loopback port, stopped by its pid."""
 
-    def __init__(self, tmp_path: Path, workers: int, **settings: str):
+    def __init__(self, tmp_path: Path, command: list[str], **settings: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.output = tmp_path / "gunicorn.out"
+        self.command = [arg.format(port=self.port) for arg in command]
+        self.output = tmp_path / "service.out"
         self.env = {
             **os.environ,
             "PORT": str(self.port),
-            "WEB_CONCURRENCY": str(workers),
             "LOG_FILE": str(tmp_path / "logs" / "service.log"),
             "PYTHONPATH": str(PROJECT_DIR / "src"),
             **settings,
         }
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Gunicorn":
+    def start(self) -> "ServiceProcess":
         with self.output.open("wb") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                 "--bind", f"127.0.0.1:{self.port}"],
-                cwd=PROJECT_DIR, env=self.env, stdout=output, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                self.command, cwd=PROJECT_DIR, env=self.env, stdout=output, stderr=subprocess.STDOUT
+            )
         self._wait_until_ready()
         return self
 
@@ -106,13 +106,13 @@ class Gunicorn:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{self.output.read_text()}")
+                raise RuntimeError(f"the service exited:\n{self.output.read_text()}")
             try:
                 if get(f"{self.url}/livez")[0] == 200:
                     return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not answer within {timeout} s")
+        raise RuntimeError(f"the service did not answer within {timeout} s")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -121,14 +121,23 @@ class Gunicorn:
 
 
 @pytest.fixture
-def gunicorn(tmp_path):
-    servers = []
+def start_service(tmp_path):
+    services = []
 
-    def start(workers: int = 2, **settings: str) -> Gunicorn:
-        server = Gunicorn(tmp_path, workers, **settings)
-        servers.append(server)
-        return server.start()
+    def start(command: list[str], **settings: str) -> ServiceProcess:
+        services.append(ServiceProcess(tmp_path, command, **settings))
+        return services[-1].start()
 
     yield start
-    for server in servers:
-        server.stop()
+    for service in services:
+        service.stop()
+
+
+@pytest.fixture
+def gunicorn(start_service):
+    def start(workers: int = 2, **settings: str) -> ServiceProcess:
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                   "--bind", "127.0.0.1:{port}"]  # fmt: skip
+        return start_service(command, WEB_CONCURRENCY=str(workers), **settings)
+
+    return start

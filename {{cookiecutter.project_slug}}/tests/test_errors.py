@@ -7,8 +7,14 @@ import pytest
 import sentry_sdk
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.observability.errors import FILTERED, scrub_event
-from {{ cookiecutter.package_name }}.settings import SettingsError, load_settings
+from {{ cookiecutter.package_name }}.observability.errors import (
+    FILTERED,
+    scrub_event,
+)
+from {{ cookiecutter.package_name }}.settings import (
+    SettingsError,
+    load_settings,
+)
 
 from .conftest import capture_log_records, make_settings
 

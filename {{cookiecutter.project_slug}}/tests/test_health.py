@@ -1,5 +1,7 @@
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.observability.health import register_readiness_check
+from {{ cookiecutter.package_name }}.observability.health import (
+    register_readiness_check,
+)
 
 from .conftest import make_settings
 

@@ -12,7 +12,9 @@ from {{ cookiecutter.package_name }}.observability.log_relay import (
     LogRelay,
     forward_logs_to_master,
 )
-from {{ cookiecutter.package_name }}.observability.logging import configure_logging
+from {{ cookiecutter.package_name }}.observability.logging import (
+    configure_logging,
+)
 
 from .conftest import make_settings
 

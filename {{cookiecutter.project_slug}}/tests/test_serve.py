@@ -1,4 +1,4 @@
-"""The service under real gunicorn: the way it runs in production."""
+"""The service as it runs: under gunicorn in production, on the development server."""
 
 import json
 import subprocess
@@ -23,6 +23,15 @@ def test_serves_under_gunicorn_with_request_ids_in_the_access_log(gunicorn, tmp_
         "{{ cookiecutter.package_name }}.views",
         "gunicorn.access",
     }
+
+
+def test_the_development_server_serves_too(start_service):
+    command = [sys.executable, "-m", "{{ cookiecutter.package_name }}"]
+    server = start_service(command, LOG_FORMAT="text")
+    assert get(f"{server.url}/livez")[0] == 200
+    status, headers, _ = get(f"{server.url}/api/items/4")
+    assert status == 200
+    assert len(headers["X-Request-ID"]) == 32
 
 
 def test_a_bad_setting_stops_gunicorn_with_one_line(tmp_path):

@@ -2,6 +2,7 @@ import pytest
 
 from {{ cookiecutter.package_name }} import settings as settings_module
 from {{ cookiecutter.package_name }}.settings import (
+    SERVICE_NAME,
     SettingsError,
     exit_on_bad_settings,
     load_settings,
@@ -54,7 +55,7 @@ def test_entry_points_exit_with_the_message_instead_of_a_traceback(monkeypatch):
     monkeypatch.setenv("LOG_LEVEL", "LOUD")
     with pytest.raises(SystemExit) as exit_info, exit_on_bad_settings():
         load_settings()
-    assert str(exit_info.value).startswith("{{ cookiecutter.project_slug }}: invalid setting LOG_LEVEL")
+    assert str(exit_info.value).startswith(f"{SERVICE_NAME}: invalid setting LOG_LEVEL")
 
 
 @pytest.mark.parametrize("rotation", ["10 MB", "500 KB", "1 day", "12 hours", "00:00", "1 week"])

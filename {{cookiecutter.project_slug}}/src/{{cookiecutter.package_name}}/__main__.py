@@ -1,4 +1,7 @@
-"""Run the development server: `python -m {{ cookiecutter.package_name }}`."""
+"""Run the development server.
+
+Usage: python -m {{ cookiecutter.package_name }}
+"""
 
 from .app import create_app
 
