@@ -4,12 +4,28 @@ Under gunicorn, gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at an empty dir
 before anything imports prometheus_client; each worker then writes its samples to files
 there and `/metrics` adds up all workers, the dead ones included. Without gunicorn
 (development server, tests) the app keeps its own registry in memory.
+
+Besides prometheus-flask-exporter's request metrics, the service exports:
+- `flask_http_requests_in_flight`: requests being served right now, over all workers;
+- `flask_http_request_exceptions_by_type_total`: unhandled exceptions by class and route;
+- `process_worker_cpu_seconds_total` and `process_worker_resident_memory_bytes`, one series
+  per live worker (label `pid`): multiprocess mode has no `process_*` metrics of its own.
 """
 
+import mmap
 import os
+import time
+from pathlib import Path
 
-from flask import Flask
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from flask import Flask, g, got_request_exception, request
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
@@ -17,7 +33,11 @@ from .health import HEALTH_PATHS
 
 METRICS_PATH = "/metrics"
 # Probes and scrapes would drown the traffic that matters.
-EXCLUDED_PATHS = [f"^{path}$" for path in (*HEALTH_PATHS, METRICS_PATH)]
+UNTRACKED_PATHS = (*HEALTH_PATHS, METRICS_PATH)
+EXCLUDED_PATHS = [f"^{path}$" for path in UNTRACKED_PATHS]
+# Reading /proc costs about 10 µs: often enough for a 15 s scrape, cheap for busy workers.
+WORKER_RESOURCES_REFRESH_SECONDS = 1.0
+STATM = Path("/proc/self/statm")
 
 
 def init_metrics(app: Flask) -> PrometheusMetrics:
@@ -33,6 +53,9 @@ def init_metrics(app: Flask) -> PrometheusMetrics:
         metrics = PrometheusMetrics(
             app, path=METRICS_PATH, registry=_single_process_registry(), **options
         )
+    _count_requests_in_flight(app, metrics.registry)
+    _count_exceptions_by_type(app, metrics.registry)
+    app.before_request(WorkerResources(metrics.registry).refresh)
     app.extensions["metrics"] = metrics
     return metrics
 
@@ -47,3 +70,76 @@ def _single_process_registry() -> CollectorRegistry:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+def _count_requests_in_flight(app: Flask, registry: CollectorRegistry) -> None:
+    in_flight = Gauge(
+        "flask_http_requests_in_flight",
+        "Requests being served now, over all live workers",
+        registry=registry,
+        multiprocess_mode="livesum",  # a worker that dies mid-request stops counting
+    )
+
+    def enter() -> None:
+        if request.path not in UNTRACKED_PATHS:
+            in_flight.inc()
+            g.counted_in_flight = True
+
+    def leave(_error: BaseException | None) -> None:
+        # An earlier before_request hook may have answered before enter() ran.
+        if g.pop("counted_in_flight", False):
+            in_flight.dec()
+
+    app.before_request(enter)
+    app.teardown_request(leave)
+
+
+def _count_exceptions_by_type(app: Flask, registry: CollectorRegistry) -> None:
+    exceptions = Counter(
+        "flask_http_request_exceptions_by_type",
+        "Unhandled exceptions, by exception class and route",
+        ["exception_type", "url_rule"],
+        registry=registry,
+    )
+
+    def count(_sender: Flask, exception: BaseException, **_extra: object) -> None:
+        exceptions.labels(type(exception).__name__, str(request.url_rule)).inc()
+
+    # weak=False: blinker would otherwise drop this local function once init returns.
+    got_request_exception.connect(count, app, weak=False)
+
+
+class WorkerResources:
+    """This process's CPU time and memory, refreshed when it serves a request.
+
+    Gauges, not counters, so that a dead worker's series goes away (`mark_process_dead`
+    in gunicorn.conf.py); the CPU one keeps the `_total` name because it only grows and
+    is read with rate(). An idle worker keeps the values of its last request.
+    """
+
+    def __init__(self, registry: CollectorRegistry):
+        self.cpu_seconds = Gauge(
+            "process_worker_cpu_seconds_total",
+            "User and system CPU time of this worker, in seconds",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self.resident_memory = Gauge(
+            "process_worker_resident_memory_bytes",
+            "Resident memory of this worker, in bytes",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self._next_refresh = 0.0
+        self.refresh()
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        if now < self._next_refresh:
+            return
+        self._next_refresh = now + WORKER_RESOURCES_REFRESH_SECONDS
+        times = os.times()
+        self.cpu_seconds.set(times.user + times.system)
+        if STATM.exists():  # Linux only: on a developer's Mac the memory gauge stays at 0
+            resident_pages = int(STATM.read_text().split()[1])
+            self.resident_memory.set(resident_pages * mmap.PAGESIZE)
