@@ -18,7 +18,10 @@ MANIFEST = {
     "use_prometheus": [
         "src/{package}/observability/metrics.py",
         "tests/test_metrics.py",
+        "tests/test_alerts.py",
         "monitoring/prometheus",
+        "monitoring/alertmanager",
+        "docs/runbook.md",
     ],
     "use_grafana": [
         "monitoring/grafana",
@@ -34,7 +37,7 @@ MANIFEST = {
     ],
 }
 # Folders that only hold optional parts: removed when nothing is left in them.
-OPTIONAL_FOLDERS = ["monitoring"]
+OPTIONAL_FOLDERS = ["monitoring", "docs"]
 ANSWERS_FILE = ".cookiecutter.json"
 
 
@@ -64,7 +67,10 @@ def remove_empty_folders(project_dir: Path, relative_paths: list[str]) -> None:
 
 
 def record_answers(project_dir: Path, context: dict) -> None:
-    """Keep the answers as a replay file: `cookiecutter --replay-file .cookiecutter.json <template>`."""
+    """Keep the answers as a replay file.
+
+    `cookiecutter --replay-file .cookiecutter.json <template>` makes the project again.
+    """
     answers = {
         key: value
         for key, value in context.items()
