@@ -1,0 +1,126 @@
+"""The Grafana dashboards load, and every query can find its data.
+
+Grafana accepts a dashboard with a duplicate panel id, an undefined variable or a misspelt
+metric name and just shows an empty panel: these checks catch that before anyone looks.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from .conftest import PROJECT_DIR
+
+DASHBOARDS = sorted((PROJECT_DIR / "monitoring" / "grafana" / "dashboards").glob("*.json"))
+ALERTS = PROJECT_DIR / "monitoring" / "prometheus" / "alerts.yml"
+# Variables Grafana defines itself.
+BUILT_IN_VARIABLES = {"__interval", "__interval_ms", "__rate_interval", "__range", "__range_s"}
+# Series that Prometheus makes, not the service.
+PROMETHEUS_SERIES = {"up"}
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
+                "or", "unless", "offset", "inf", "nan"}  # fmt: skip
+# The routes that give every metric of the service a sample, errors and exceptions included.
+SAMPLE_REQUESTS = ["/", "/api/items/1", "/api/items/5000", "/api/fail"]
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def panels(dashboard: dict) -> list[dict]:
+    """Every panel, those inside collapsed rows too."""
+    found = []
+    for panel in dashboard["panels"]:
+        found.append(panel)
+        found.extend(panel.get("panels", []))
+    return found
+
+
+def targets(dashboard: dict) -> list[dict]:
+    return [target for panel in panels(dashboard) for target in panel.get("targets", [])]
+
+
+def metric_names(expression: str) -> set[str]:
+    """Names of the series a PromQL expression reads."""
+    expression = re.sub(r'"(\\.|[^"\\])*"', '""', expression)  # label values
+    expression = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expression)  # matchers, ranges
+    expression = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ",
+                        expression)  # fmt: skip
+    words = re.findall(r"(?<![\w.$])([a-zA-Z_:][\w:]*)\b(?!\s*\()", expression)
+    return {word for word in words if word.lower() not in PROMQL_WORDS}
+
+
+def exported_metric_names(client) -> set[str]:
+    for path in SAMPLE_REQUESTS:
+        client.get(path)
+    text = client.get("/metrics").get_data(as_text=True)
+    samples = (line for line in text.splitlines() if line and not line.startswith("#"))
+    return {re.split(r"[{ ]", sample, maxsplit=1)[0] for sample in samples}
+
+
+def recorded_names() -> set[str]:
+    return set(re.findall(r"^\s*- record: (\S+)", ALERTS.read_text(), re.MULTILINE))
+
+
+@pytest.fixture(params=DASHBOARDS, ids=lambda path: path.name)
+def dashboard(request) -> dict:
+    return load(request.param)
+
+
+def test_there_is_a_dashboard():
+    assert DASHBOARDS
+
+
+def test_panel_ids_are_unique(dashboard):
+    ids = [panel["id"] for panel in panels(dashboard)]
+    assert len(ids) == len(set(ids))
+
+
+def test_every_target_has_an_expression_and_a_ref_id(dashboard):
+    for panel in panels(dashboard):
+        panel_targets = panel.get("targets", [])
+        ref_ids = [target.get("refId") for target in panel_targets]
+        assert all(ref_ids) and len(ref_ids) == len(set(ref_ids)), panel["title"]
+        assert all(target.get("expr", "").strip() for target in panel_targets), panel["title"]
+
+
+def test_every_query_uses_the_datasource_variable(dashboard):
+    for panel in panels(dashboard):
+        if panel.get("targets"):
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+            assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
+
+
+def test_every_variable_used_is_defined(dashboard):
+    variables = dashboard["templating"]["list"]
+    defined = {variable["name"] for variable in variables}
+    queries = [variable.get("query") for variable in variables]  # not "current": $__all
+    used = set(re.findall(r"\$\{?(\w+)", json.dumps([dashboard["panels"], queries])))
+    assert used - defined - BUILT_IN_VARIABLES == set()
+
+
+def test_dashboard_can_be_provisioned_and_imported(dashboard):
+    assert dashboard["uid"] and dashboard["id"] is None
+    assert dashboard["schemaVersion"] >= 39
+    assert {panel["type"] for panel in panels(dashboard)} <= {"row", "stat", "timeseries"}
+
+
+def test_every_metric_queried_is_exported(dashboard, client):
+    known = exported_metric_names(client) | recorded_names() | PROMETHEUS_SERIES
+    queried = {name for target in targets(dashboard) for name in metric_names(target["expr"])}
+    assert queried, "no metric names found: is metric_names() broken?"
+    assert queried - known == set()
+
+
+@pytest.mark.parametrize(
+    ("expression", "names"),
+    [
+        ('sum by (le, url_rule) (rate(a_bucket{job=~"$job", x="a{b}"}[$__rate_interval]))',
+         {"a_bucket"}),
+        ("histogram_quantile(0.99, sum(rate(b[5m]))) > 1e-3", {"b"}),
+        ("c:d:ratio_rate1h / ignoring(x) group_left e or vector(0)", {"c:d:ratio_rate1h", "e"}),
+    ],
+)  # fmt: skip
+def test_metric_names_are_found_in_expressions(expression, names):
+    assert metric_names(expression) == names
