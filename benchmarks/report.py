@@ -1,0 +1,116 @@
+"""The figures as plain-text tables."""
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [headers, *[[_cell(value) for value in row] for row in rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
+    lines = [
+        "  ".join(text.rjust(width) for text, width in zip(row, widths, strict=True))
+        for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def throughput_report(section: dict) -> str:
+    variants = section["variants"]
+    bare = variants["bare"]
+    rows = [
+        [
+            name,
+            figures["requests_per_second"],
+            figures["requests_per_second"] / bare["requests_per_second"],
+            figures["p50_ms"],
+            figures["p99_ms"],
+            figures["p99_ms"] / bare["p99_ms"],
+            figures["cpu_us_per_request"],
+            bare["cpu_us_per_request"] / figures["cpu_us_per_request"],
+            figures["other_load_cores"],
+            figures["failures"],
+            figures["description"],
+        ]
+        for name, figures in variants.items()
+    ]
+    settings = section["settings"]
+    title = (
+        f"Throughput: GET {settings['endpoint']}, {settings['workers']} {settings['worker_class']} "
+        f"workers, wrk {settings['connections']} connections, {settings['seconds']} s after "
+        f"{settings['warmup_seconds']} s warm-up, median of {settings['rounds']} rounds"
+    )
+    headers = [
+        "variant",
+        "req/s",
+        "x bare",
+        "p50 ms",
+        "p99 ms",
+        "p99 x bare",
+        "CPU us/req",
+        "bare CPU / CPU",
+        "others' load",
+        "failed",
+        "what runs",
+    ]
+    return "\n".join([title, table(headers, rows), "", _targets(section["targets"])])
+
+
+def _targets(targets: dict) -> str:
+    lines = ["Targets for the full stack:"]
+    for name, target in targets.items():
+        verdict = "met" if target["met"] else "MISSED"
+        lines.append(f"  {name:<34} {target['value']:>6}  (target {target['target']}): {verdict}")
+    return "\n".join(lines)
+
+
+def scrape_report(rows: list[dict]) -> str:
+    headers = [
+        "workers",
+        "routes hit",
+        "workers with samples",
+        "series",
+        "bytes",
+        "median ms",
+        "max ms",
+    ]
+    keys = ["workers", "routes", "workers_with_samples", "series", "bytes", "median_ms", "max_ms"]
+    return "/metrics scrapes (full service):\n" + table(
+        headers, [[row[key] for key in keys] for row in rows]
+    )
+
+
+def logs_report(result: dict) -> str:
+    return (
+        f"Log throughput through the master's sinks ({result['children']} forked workers, "
+        f"{result['lines']:,} JSON lines, rotation {result['rotation']}):\n"
+        f"  {result['lines_per_second']:,} lines/s ({result['seconds_to_write']} s to write all, "
+        f"{result['seconds_to_send']} s for the workers to send), {result['log_files']} log files\n"
+        f"  file: {result['file']['written']:,} written, {result['file']['lost']} lost, "
+        f"{result['file']['duplicated']} duplicated; console: {result['console']['written']:,} "
+        f"written, {result['console']['lost']} lost"
+    )
+
+
+def bake_report(result: dict) -> str:
+    return (
+        f"Template: bake {result['bake_seconds']} s (median of {result['bakes']}); cookiecutter "
+        f"to a passing test suite {result['to_passing_suite_seconds']} s "
+        f"(pytest {result['pytest_seconds']} s, {result['tests_passed']} passed, "
+        f"dependencies already installed)"
+    )
+
+
+def profile_report(variant: str, summary: dict, raw_path: str) -> str:
+    lines = [
+        f"Profile of one {variant} worker ({summary['samples']} main-thread samples; "
+        f"raw stacks in {raw_path}):",
+        "  inclusive %  function",
+    ]
+    lines += [f"  {share:>10}  {name}" for name, share in summary["inclusive_percent"].items()]
+    lines.append("  own %        function")
+    lines += [f"  {share:>10}  {name}" for name, share in summary["own_percent"].items()]
+    return "\n".join(lines)

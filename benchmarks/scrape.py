@@ -1,0 +1,73 @@
+"""How long a /metrics scrape takes, and how large it is, as workers and routes grow.
+
+In multiprocess mode every worker keeps its own sample files and a scrape reads and
+adds up all of them, so both the number of workers and the number of routes that saw
+traffic (one series per route, `group_by="url_rule"`) make a scrape heavier.
+"""
+
+import re
+import statistics
+import time
+from pathlib import Path
+
+from environment import BENCHMARKS_DIR, package_name
+from serving import Gunicorn, fetch, run_wrk
+from throughput import APPS_DIR, VARIANTS_BY_NAME, Projects
+
+WORKER_COUNTS = (1, 4, 8)
+ROUTE_COUNTS = (10, 100)
+LOAD_SECONDS = 3
+SCRAPES = 20
+SAMPLE_FILE = re.compile(r"_(\d+)\.db$")
+
+
+def run_scrapes(python: Path, projects: Projects, workdir: Path, _options) -> list[dict]:
+    project = projects.get(VARIANTS_BY_NAME["full"])
+    rows = []
+    for workers in WORKER_COUNTS:
+        for routes in ROUTE_COUNTS:
+            rows.append(_measure(python, project, workdir, workers, routes))
+            print(f"  {rows[-1]}", flush=True)
+    return rows
+
+
+def _measure(python: Path, project: Path, workdir: Path, workers: int, routes: int) -> dict:
+    metrics_dir = workdir / f"scrape-{workers}-{routes}"
+    env = {
+        "PYTHONPATH": f"{project / 'src'}:{APPS_DIR}",
+        "WEB_CONCURRENCY": str(workers),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "BENCH_PACKAGE": package_name(project),
+        "BENCH_ROUTES": str(routes),
+    }
+    command = [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "many_routes:create_app()"]
+    output = workdir / f"scrape-{workers}-{routes}.out"
+    with Gunicorn(command, project, env, output, "/livez") as server:
+        # Enough requests that every worker serves every route: each writes every series.
+        run_wrk(server.url, LOAD_SECONDS, 2 * workers, BENCHMARKS_DIR / "routes.lua", (routes,))
+        durations, body = _scrape(server.url + "/metrics")
+    return {
+        "workers": workers,
+        "routes": routes,
+        "workers_with_samples": _workers_with_samples(metrics_dir),
+        "bytes": len(body),
+        "series": sum(1 for line in body.splitlines() if line and not line.startswith(b"#")),
+        "median_ms": round(statistics.median(durations) * 1000, 1),
+        "max_ms": round(max(durations) * 1000, 1),
+    }
+
+
+def _scrape(url: str) -> tuple[list[float], bytes]:
+    durations = []
+    for _ in range(SCRAPES):
+        started = time.perf_counter()
+        status, body = fetch(url)
+        durations.append(time.perf_counter() - started)
+        if status != 200:
+            raise RuntimeError(f"/metrics answered {status}")
+    return durations, body
+
+
+def _workers_with_samples(metrics_dir: Path) -> int:
+    pids = {match[1] for path in metrics_dir.iterdir() if (match := SAMPLE_FILE.search(path.name))}
+    return len(pids)

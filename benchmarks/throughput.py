@@ -1,0 +1,219 @@
+"""Throughput and latency of each variant under gunicorn, loaded by wrk on one endpoint."""
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from environment import BENCHMARKS_DIR, bake
+from serving import EnvelopeServer, Gunicorn, machine_busy_seconds, own_cpu_seconds, run_wrk
+
+ENDPOINT = "/api/items/7"
+APPS_DIR = BENCHMARKS_DIR / "apps"
+# Logging and request ids cannot be switched off: this is the least a baked service runs.
+CORE = {
+    "use_sentry": "no",
+    "use_prometheus": "no",
+    "use_grafana": "no",
+    "use_docker": "no",
+    "use_github_actions": "no",
+    "file_logging": "no",
+    "log_format": "text",
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    answers: dict | None = None  # a baked service; None for a plain app of apps/plain.py
+    plain_app: str | None = None
+    sentry: bool = False
+
+
+VARIANTS = [
+    Variant(
+        "bare",
+        "plain Flask app, no instrumentation (the ceiling)",
+        plain_app="plain:create_bare_app()",
+    ),
+    Variant(
+        "opentelemetry",
+        "plain app + OpenTelemetry Flask instrumentation, Prometheus reader",
+        plain_app="plain:create_otel_app()",
+    ),
+    Variant("core", "service: text logs on stdout, request ids (always on)", answers=CORE),
+    Variant("json-logs", "core with JSON logs", answers={**CORE, "log_format": "json"}),
+    Variant(
+        "file-logging", "core + rotating JSON log file", answers={**CORE, "file_logging": "yes"}
+    ),
+    Variant("metrics", "core + Prometheus metrics", answers={**CORE, "use_prometheus": "yes"}),
+    Variant(
+        "sentry",
+        "core + Sentry (local envelope server)",
+        answers={**CORE, "use_sentry": "yes"},
+        sentry=True,
+    ),
+    Variant(
+        "full",
+        "every component on: JSON logs, file, metrics, Sentry, request ids",
+        answers={},
+        sentry=True,
+    ),
+]
+VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
+
+
+class Projects:
+    """Each variant's project, baked once per run."""
+
+    def __init__(self, template: Path, root: Path):
+        self.template = template
+        self.root = root
+        self._paths: dict[str, Path] = {}
+
+    def get(self, variant: Variant) -> Path:
+        if variant.name not in self._paths:
+            self._paths[variant.name] = bake(
+                self.template, variant.answers, self.root / variant.name
+            )
+        return self._paths[variant.name]
+
+
+def serve(
+    variant: Variant, python: Path, projects: Projects, workdir: Path, workers: int, sentry_dsn: str
+) -> Gunicorn:
+    """The variant under gunicorn with `workers` sync workers; the same endpoint answers for all."""
+    output = workdir / f"{variant.name}.out"
+    if variant.plain_app:
+        command = [python, "-m", "gunicorn", "--workers", str(workers), variant.plain_app]
+        return Gunicorn(command, workdir, {"PYTHONPATH": str(APPS_DIR)}, output, ENDPOINT)
+    project = projects.get(variant)
+    env = {
+        "PYTHONPATH": str(project / "src"),
+        "WEB_CONCURRENCY": str(workers),
+        # Our own folder: gunicorn.conf.py would otherwise make one in /tmp per start.
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"{variant.name}-metrics"),
+        **({"SENTRY_DSN": sentry_dsn} if variant.sentry else {}),
+    }
+    command = [python, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+    return Gunicorn(command, project, env, output, ENDPOINT)
+
+
+def measure(server: Gunicorn, options) -> dict:
+    """One wrk run after a warm-up; the CPU the service spent on it, and what others took."""
+    url = server.url + ENDPOINT
+    run_wrk(url, options.warmup, options.connections)
+    before = _cpu_seconds(server)
+    result = run_wrk(url, options.duration, options.connections)
+    spent = {name: seconds - before[name] for name, seconds in _cpu_seconds(server).items()}
+    service = spent["master"] + spent["workers"]
+    others = max(spent["machine"] - service - spent["own"], 0)
+    per_request = 1e6 / max(result.requests, 1)
+    return {
+        "requests_per_second": result.requests_per_second,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "cpu_us_per_request": round(service * per_request),
+        "master_cpu_us_per_request": round(spent["master"] * per_request),
+        "failures": result.failures,
+        # Cores busy with anything but the service, wrk and the envelope server: other
+        # work on the machine lowers throughput and raises p99, CPU per request much less.
+        "other_load_cores": round(others / options.duration, 2),
+    }
+
+
+def _cpu_seconds(server: Gunicorn) -> dict[str, float]:
+    return {
+        "master": server.master_cpu_seconds(),
+        "workers": server.workers_cpu_seconds(),
+        "own": own_cpu_seconds(),  # wrk and the envelope server
+        "machine": machine_busy_seconds(),
+    }
+
+
+def run_throughput(python: Path, projects: Projects, workdir: Path, options) -> dict:
+    """Every variant, round after round; even rounds go backwards, so drift hits all alike."""
+    rounds = {variant.name: [] for variant in VARIANTS}
+    with EnvelopeServer() as sentry:
+        for round_number in range(options.rounds):
+            order = VARIANTS if round_number % 2 == 0 else VARIANTS[::-1]
+            for variant in order:
+                with serve(
+                    variant, python, projects, workdir, options.workers, sentry.dsn
+                ) as server:
+                    rounds[variant.name].append(measure(server, options))
+                _print_progress(variant, rounds[variant.name][-1])
+        envelopes = sentry.envelopes
+    return {
+        "settings": _settings(options),
+        "variants": {
+            variant.name: {
+                "description": variant.description,
+                "rounds": rounds[variant.name],
+                **_medians(rounds[variant.name]),
+            }
+            for variant in VARIANTS
+        },
+        "sentry_envelopes_received": envelopes,
+        "targets": check_targets(rounds),
+    }
+
+
+def _print_progress(variant: Variant, figures: dict) -> None:
+    print(
+        f"  {variant.name:<14} {figures['requests_per_second']:>7.0f} req/s  "
+        f"p99 {figures['p99_ms']:6.2f} ms  {figures['cpu_us_per_request']:>5} us CPU/req  "
+        f"others {figures['other_load_cores']:.2f} cores",
+        flush=True,
+    )
+
+
+def _settings(options) -> dict:
+    return {
+        "endpoint": ENDPOINT,
+        "workers": options.workers,
+        "worker_class": "sync",
+        "wrk_threads": 1,
+        "connections": options.connections,
+        "warmup_seconds": options.warmup,
+        "seconds": options.duration,
+        "rounds": options.rounds,
+    }
+
+
+def _medians(measurements: list[dict]) -> dict:
+    return {
+        key: round(statistics.median(m[key] for m in measurements), 3)
+        for key in (
+            "requests_per_second",
+            "p50_ms",
+            "p99_ms",
+            "cpu_us_per_request",
+            "master_cpu_us_per_request",
+            "other_load_cores",
+        )
+    } | {"failures": sum(m["failures"] for m in measurements)}
+
+
+def check_targets(rounds: dict) -> dict:
+    """The full stack against the ceiling and against OpenTelemetry, on medians."""
+    full, bare, otel = (_medians(rounds[name]) for name in ("full", "bare", "opentelemetry"))
+    throughput_ratio = full["requests_per_second"] / bare["requests_per_second"]
+    p99_ratio = full["p99_ms"] / bare["p99_ms"]
+    return {
+        "full_throughput_vs_bare": {
+            "value": round(throughput_ratio, 3),
+            "target": ">= 0.85",
+            "met": throughput_ratio >= 0.85,
+        },
+        "full_p99_vs_bare": {
+            "value": round(p99_ratio, 3),
+            "target": "<= 1.3",
+            "met": p99_ratio <= 1.3,
+        },
+        "full_throughput_vs_opentelemetry": {
+            "value": round(full["requests_per_second"] / otel["requests_per_second"], 3),
+            "target": "> 1 (costs less)",
+            "met": full["requests_per_second"] > otel["requests_per_second"],
+        },
+    }
