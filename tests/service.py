@@ -46,7 +46,7 @@ class GunicornService:
             try:
                 if requests.get(f"{self.url}/livez", timeout=2).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still booting
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"gunicorn did not answer within {timeout} s")
