@@ -1,0 +1,162 @@
+"""Real Prometheus and Alertmanager on loopback, and a webhook that keeps what it receives.
+
+The servers are the Debian packages' binaries; each one runs on a free port with its own
+temporary storage and is stopped by its process id.
+"""
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from .service import free_port
+
+
+def require_binary(name: str) -> str:
+    """The binary's path; a missing one skips the test, except in CI where it must be there."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}: .ci/run installs it in CI")
+    pytest.skip(message)
+
+
+class LoopbackServer:
+    """A server process on 127.0.0.1, ready when its /-/ready answers.
+
+    Subclasses write their configuration into `workdir` and set `command`.
+    """
+
+    def __init__(self, workdir: Path, name: str):
+        self.name = name
+        self.workdir = workdir / name
+        self.workdir.mkdir(parents=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = self.workdir / "output.log"
+        self.command: list[str] = []
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0):
+        with self.output.open("wb") as output:
+            self.process = subprocess.Popen(
+                self.command, stdout=output, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.output.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready within {timeout} s")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=timeout)
+
+
+class Prometheus(LoopbackServer):
+    def __init__(self, workdir: Path, config: dict):
+        super().__init__(workdir, "prometheus")
+        config_file = self.workdir / "prometheus.yml"
+        config_file.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        self.command = [
+            require_binary("prometheus"),
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
+
+    def query(self, expression: str) -> list[dict]:
+        return self._api("query", query=expression)
+
+    def query_range(self, expression: str, start: float, end: float, step: float) -> list[dict]:
+        return self._api("query_range", query=expression, start=start, end=end, step=step)
+
+    def label_values(self, label: str, selector: str) -> list[str]:
+        return self._api(f"label/{label}/values", **{"match[]": selector})
+
+    def _api(self, endpoint: str, **parameters) -> list:
+        response = requests.get(f"{self.url}/api/v1/{endpoint}", params=parameters, timeout=10)
+        body = response.json()
+        if body["status"] != "success":
+            raise AssertionError(f"{parameters}: {body.get('error')}")
+        return body["data"]["result"] if "result" in body["data"] else body["data"]
+
+
+class Alertmanager(LoopbackServer):
+    def __init__(self, workdir: Path, config: dict):
+        super().__init__(workdir, "alertmanager")
+        config_file = self.workdir / "alertmanager.yml"
+        config_file.write_text(json.dumps(config, indent=2))
+        self.command = [
+            require_binary("prometheus-alertmanager"),
+            f"--config.file={config_file}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",  # a single instance: no gossip port
+        ]
+
+
+class Webhook:
+    """Receives Alertmanager's notifications in a thread of the test process."""
+
+    def __init__(self):
+        self.notifications: queue.Queue[dict] = queue.Queue()
+        received = self.notifications
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.put({"path": self.path, **json.loads(body)})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_arguments):
+                pass  # keep the test output quiet
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> "Webhook":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for_alert(self, alertname: str, timeout: float) -> dict:
+        """The first notification with a firing alert of that name, and that alert."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                notification = self.notifications.get(timeout=left)
+            except queue.Empty:
+                break
+            for alert in notification["alerts"]:
+                if alert["labels"]["alertname"] == alertname and alert["status"] == "firing":
+                    return {**notification, "alert": alert}
+        raise AssertionError(f"no {alertname} alert reached the webhook within {timeout} s")

@@ -1,0 +1,245 @@
+"""The default project's dashboard and alerts, against a real Prometheus and Alertmanager.
+
+The service runs under gunicorn with three workers and Prometheus scrapes it every second,
+evaluating the project's own alerts.yml. Every query of the dashboard must then find data,
+with its variables filled in as Grafana fills them; and a burst of errors must page through
+Alertmanager to a webhook.
+"""
+
+import json
+import math
+import re
+import threading
+import time
+from contextlib import ExitStack
+from itertools import cycle
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from .prometheus import Alertmanager, Prometheus, Webhook
+from .service import GunicornService
+
+SCRAPE_INTERVAL = "1s"
+# What Grafana puts in place of its own variables, for a 1 s scrape interval and 1 s steps:
+# $__rate_interval is at least four scrapes.
+GRAFANA_BUILT_INS = {"__interval": "1s", "__rate_interval": "4s", "__range": "5m"}
+# Successes, a 404 and an unhandled exception (500), round and round.
+MIXED_TRAFFIC = ["/api/items/1", "/api/items/2", "/", "/api/items/5000", "/api/fail"]
+WAIT_SECONDS = 60
+
+
+class Traffic:
+    """Requests sent round and round by a background thread, while the block runs."""
+
+    def __init__(self, service: GunicornService, paths: list[str]):
+        self.service = service
+        self.paths = paths
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._send, daemon=True)
+
+    def _send(self) -> None:
+        for path in cycle(self.paths):
+            if self.stopping.is_set():
+                return
+            self.service.get(path)
+            time.sleep(0.005)  # about a hundred requests a second: leaves CPU for the servers
+
+    def __enter__(self) -> "Traffic":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exception) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=15)
+
+
+def slug(project) -> str:
+    return project.answers["project_slug"]
+
+
+def monitoring_file(project, relative: str):
+    return project.path / "monitoring" / relative
+
+
+def prometheus_config(project, service, rules, alertmanager=None) -> dict:
+    config = {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
+                   "evaluation_interval": SCRAPE_INTERVAL},
+        "rule_files": [str(rules)],
+        # The job is named like the project's own prometheus.yml names it: alerts.yml selects it.
+        "scrape_configs": [{"job_name": slug(project),
+                            "static_configs": [{"targets": [f"127.0.0.1:{service.port}"]}]}],
+    }  # fmt: skip
+    if alertmanager:
+        targets = [f"127.0.0.1:{alertmanager.port}"]
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
+    return config
+
+
+def wait_for_result(prometheus: Prometheus, expression: str) -> list[dict]:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not (result := prometheus.query(expression)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert result, f"{expression}: no result within {WAIT_SECONDS} s"
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(baked):
+    return baked("all-defaults")
+
+
+@pytest.fixture(scope="module")
+def scraped(project, tmp_path_factory):
+    """Prometheus scraping the service while mixed traffic flows, until the module ends."""
+    workdir = tmp_path_factory.mktemp("monitoring")
+    service = GunicornService(project, workdir, workers=3)
+    alerts = monitoring_file(project, "prometheus/alerts.yml")
+    prometheus = Prometheus(workdir, prometheus_config(project, service, alerts))
+    with ExitStack() as running:
+        for server in (service, prometheus):
+            server.start()
+            running.callback(server.stop)
+        running.enter_context(Traffic(service, MIXED_TRAFFIC))
+        started = time.time()
+        wait_for_result(prometheus, f'up{{job="{slug(project)}"}} == 1')
+        yield prometheus, service, started
+
+
+# Grafana side: panels, variables, queries.
+
+
+def panels(dashboard: dict) -> list[dict]:
+    return [nested for panel in dashboard["panels"] for nested in [panel, *panel.get("panels", [])]]
+
+
+def grafana_regex_escape(value: str) -> str:
+    """What Grafana does to a value it puts into a regex matcher of a Prometheus query."""
+    value = value.replace("\\", "\\\\\\\\")
+    return re.sub(r"[$^*{}\[\]'+?.()|]", lambda match: "\\\\" + match.group(), value)
+
+
+def interpolate(text: str, variables: dict[str, str]) -> str:
+    return re.sub(r"\$\{?(\w+)\}?", lambda match: variables[match.group(1)], text)
+
+
+def grafana_variables(prometheus: Prometheus, dashboard: dict) -> dict[str, str] | None:
+    """The query variables set to "All", as Grafana resolves them; None while one is empty."""
+    variables = dict(GRAFANA_BUILT_INS)
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue  # the data source variable only chooses the Prometheus
+        selector, label = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]).groups()
+        found = prometheus.label_values(label, interpolate(selector, variables))
+        values = [grafana_regex_escape(value) for value in found]
+        if not values:
+            return None
+        variables[variable["name"]] = values[0] if len(values) == 1 else f"({'|'.join(values)})"
+    return variables
+
+
+def finds_data(prometheus: Prometheus, target: dict, variables: dict, since: float) -> bool:
+    """True when the query returns at least one finite value, as the panel would ask it."""
+    expression = interpolate(target["expr"], variables)
+    if target.get("instant"):
+        values = [series["value"] for series in prometheus.query(expression)]
+    else:
+        result = prometheus.query_range(expression, since, time.time(), 1)
+        values = [value for series in result for value in series["values"]]
+    return any(math.isfinite(float(number)) for _, number in values)
+
+
+def test_every_dashboard_query_finds_data(project, scraped):
+    prometheus, service, started = scraped
+    dashboard_file = monitoring_file(project, f"grafana/dashboards/{slug(project)}.json")
+    dashboard = json.loads(dashboard_file.read_text())
+    queries = [(panel["title"], target) for panel in panels(dashboard)
+               for target in panel.get("targets", [])]  # fmt: skip
+    assert len(queries) >= 20
+
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        variables = grafana_variables(prometheus, dashboard)
+        empty = [
+            f"{title} ({target['refId']}): {target['expr']}"
+            for title, target in queries
+            if not (variables and finds_data(prometheus, target, variables, started))
+        ]
+        if not empty or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert empty == []
+    assert variables["instance"] == f"127\\\\.0\\\\.0\\\\.1:{service.port}"  # as Grafana escapes it
+
+
+def test_every_worker_reports_its_cpu_and_memory(project, scraped):
+    prometheus, _, _ = scraped
+    for metric in ("process_worker_cpu_seconds_total", "process_worker_resident_memory_bytes"):
+        series = wait_for_result(prometheus, f'{metric}{{job="{slug(project)}"}} > 0')
+        assert len({one["metric"]["pid"] for one in series}) == 3, metric
+
+
+def test_unhandled_exceptions_are_counted_by_type_and_route(project, scraped):
+    prometheus, _, _ = scraped
+    series = wait_for_result(
+        prometheus, f'flask_http_request_exceptions_by_type_total{{job="{slug(project)}"}}'
+    )
+    labels = {(one["metric"]["exception_type"], one["metric"]["url_rule"]) for one in series}
+    assert labels == {("RuntimeError", "/api/fail")}
+
+
+# Alerting: the project's rules and Alertmanager configuration, made quick.
+
+
+def quick_error_ratio_rules(project) -> dict:
+    """alerts.yml's error ratios and HighErrorRatio only, over 10 s windows, with no wait."""
+    rules = yaml.safe_load(monitoring_file(project, "prometheus/alerts.yml").read_text())
+    for group in rules["groups"]:
+        group["rules"] = [
+            {**rule, "expr": re.sub(r"\[\d+[mh]\]", "[10s]", rule["expr"]),
+             **({"for": "0s"} if "for" in rule else {})}
+            for rule in group["rules"]
+            if "record" in rule or rule["alert"] == "HighErrorRatio"
+        ]  # fmt: skip
+    return rules
+
+
+def quick_alertmanager_config(project, webhook: Webhook) -> dict:
+    """The project's Alertmanager configuration, posting to the test's webhook at once."""
+    config = yaml.safe_load(monitoring_file(project, "alertmanager/alertmanager.yml").read_text())
+    config["route"]["group_wait"] = "1s"
+    for receiver in config["receivers"]:
+        for webhook_config in receiver["webhook_configs"]:
+            webhook_config["url"] = webhook.url + urlsplit(webhook_config["url"]).path
+    return config
+
+
+def test_an_error_burst_pages_through_alertmanager(project, tmp_path):
+    webhook = Webhook()
+    alertmanager = Alertmanager(tmp_path, quick_alertmanager_config(project, webhook))
+    service = GunicornService(project, tmp_path, workers=3)
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(yaml.safe_dump(quick_error_ratio_rules(project)))
+    prometheus = Prometheus(tmp_path, prometheus_config(project, service, rules, alertmanager))
+    with ExitStack() as running:
+        for server in (webhook, alertmanager, service, prometheus):
+            server.start()
+            running.callback(server.stop)
+        ratio = f'job:flask_http_request_5xx:ratio_rate5m{{job="{slug(project)}"}}'
+        with Traffic(service, ["/api/items/1", "/"]):
+            wait_for_result(prometheus, f"{ratio} == 0")
+        assert webhook.notifications.empty(), "an alert went off before any error"
+        with Traffic(service, ["/api/fail"]):
+            burst = time.monotonic()
+            notification = webhook.wait_for_alert("HighErrorRatio", timeout=WAIT_SECONDS)
+            seconds_to_page = time.monotonic() - burst
+
+    assert notification["receiver"] == "page"
+    assert notification["path"] == "/page"
+    alert = notification["alert"]
+    assert alert["labels"]["severity"] == "page"
+    assert alert["labels"]["job"] == slug(project)
+    assert alert["annotations"]["runbook_url"] == "docs/runbook.md#higherrorratio"
+    assert seconds_to_page < 30
