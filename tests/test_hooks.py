@@ -112,6 +112,14 @@ def test_a_folder_with_content_left_is_kept(tmp_path):
     assert (tmp_path / "monitoring" / "prometheus").is_dir()
 
 
+def test_without_prometheus_the_runbook_and_its_folder_go(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "runbook.md").write_text("# Runbook")
+    remove_paths(tmp_path, disabled_paths(answers(use_prometheus=False, use_grafana=False)))
+    remove_empty_folders(tmp_path, OPTIONAL_FOLDERS)
+    assert not (tmp_path / "docs").exists()
+
+
 def test_answers_are_recorded_without_private_keys(tmp_path):
     context = {**answers(), "_template": "gh:org/template", "_output_dir": "/somewhere"}
     record_answers(tmp_path, context)
