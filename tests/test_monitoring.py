@@ -78,11 +78,12 @@ def prometheus_config(project, service, rules, alertmanager=None) -> dict:
     return config
 
 
-def wait_for_result(prometheus: Prometheus, expression: str) -> list[dict]:
+def wait_for_result(prometheus: Prometheus, expression: str, series: int = 1) -> list[dict]:
+    """The query's result once it has that many series."""
     deadline = time.monotonic() + WAIT_SECONDS
-    while not (result := prometheus.query(expression)) and time.monotonic() < deadline:
+    while len(result := prometheus.query(expression)) < series and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert result, f"{expression}: no result within {WAIT_SECONDS} s"
+    assert len(result) >= series, f"{expression}: {len(result)} series after {WAIT_SECONDS} s"
     return result
 
 
@@ -176,9 +177,11 @@ def test_every_dashboard_query_finds_data(project, scraped):
 
 def test_every_worker_reports_its_cpu_and_memory(project, scraped):
     prometheus, _, _ = scraped
-    for metric in ("process_worker_cpu_seconds_total", "process_worker_resident_memory_bytes"):
-        series = wait_for_result(prometheus, f'{metric}{{job="{slug(project)}"}} > 0')
-        assert len({one["metric"]["pid"] for one in series}) == 3, metric
+    job = slug(project)
+    for expression in (f'process_worker_cpu_seconds_total{{job="{job}"}}',
+                       f'process_worker_resident_memory_bytes{{job="{job}"}} > 1e6'):  # fmt: skip
+        series = wait_for_result(prometheus, expression, series=3)
+        assert len({one["metric"]["pid"] for one in series}) == 3, expression
 
 
 def test_unhandled_exceptions_are_counted_by_type_and_route(project, scraped):
