@@ -65,6 +65,13 @@ def _parse_arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="runs of every variant")
     parser.add_argument("--connections", type=int, default=4, help="wrk connections")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS_BY_NAME),
+        default=list(VARIANTS_BY_NAME),
+        help="throughput variants to run (bare always runs: all are compared with it)",
+    )
     parser.add_argument("--ref", help="bake this commit of the template, not the work tree")
     parser.add_argument(
         "--template-patch", type=Path, help="apply this diff to a copy of the template first"
@@ -75,7 +82,9 @@ def _parse_arguments() -> argparse.Namespace:
         choices=list(VARIANTS_BY_NAME),
         help="only profile one worker of this variant with py-spy",
     )
-    return parser.parse_args()
+    options = parser.parse_args()
+    options.variants = ["bare", *(name for name in options.variants if name != "bare")]
+    return options
 
 
 def run_logs(python: Path, projects: Projects, workdir: Path, _options) -> dict:
