@@ -1,6 +1,9 @@
 """Example endpoints that show the observability at work; replace them with your own."""
 
-from flask import Blueprint, abort, current_app, jsonify
+import re
+import time
+
+from flask import Blueprint, abort, current_app, jsonify, request
 from loguru import logger
 
 from .settings import SERVICE_NAME
@@ -8,6 +11,10 @@ from .settings import SERVICE_NAME
 views = Blueprint("views", __name__)
 
 KNOWN_ITEMS = 1000
+# Long enough to cross any sensible latency alert, far below the gunicorn timeout.
+SLOWEST_MS = 2000
+# Plain digits only: int() alone would also take " 5", "+5" and "1_000".
+MILLISECONDS = re.compile(r"[0-9]{1,4}")
 
 
 @views.get("/")
@@ -29,3 +36,14 @@ def get_item(item_id: int):
 def fail():
     """Raises on purpose, to show how an unhandled error is logged and reported."""
     raise RuntimeError("failure requested by /api/fail")
+
+
+@views.get("/api/slow")
+def slow():
+    """Answers after ?ms= milliseconds, to show latency on the dashboard and in the alerts."""
+    raw = request.args.get("ms", "")
+    if not MILLISECONDS.fullmatch(raw) or int(raw) > SLOWEST_MS:
+        message = f"ms must be a whole number of milliseconds from 0 to {SLOWEST_MS}"
+        return jsonify(error=message), 400
+    time.sleep(int(raw) / 1000)
+    return jsonify(slept_ms=int(raw))
