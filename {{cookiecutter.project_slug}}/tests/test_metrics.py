@@ -1,6 +1,8 @@
 import re
+import time
 
 from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.observability import metrics
 
 from .conftest import get, make_settings
 
@@ -17,6 +19,17 @@ def sample(metrics_text: str, name: str, **labels: str) -> float:
 
 def scrape(client) -> str:
     return client.get("/metrics").get_data(as_text=True)
+
+
+def current_value(app, name: str) -> float | None:
+    """A series of the app's own registry, read in the process without a scrape."""
+    return app.extensions["metrics"].registry.get_sample_value(name)
+
+
+def burn_cpu(seconds: float) -> None:
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        pass
 
 
 def test_requests_are_counted_by_status_and_route(client):
@@ -72,3 +85,68 @@ def test_counts_are_exact_across_gunicorn_workers(gunicorn):
     assert sample(text, "flask_http_request_total", status="200") == 120
     assert sample(text, "flask_http_request_total", status="500") == 30
     assert sample(text, "flask_http_request_duration_seconds_count", status="500") == 30
+
+
+def test_a_request_is_in_flight_while_it_is_served(app):
+    seen_while_serving = []
+
+    @app.get("/probe-in-flight")
+    def probe():
+        seen_while_serving.append(current_value(app, "flask_http_requests_in_flight"))
+        return "ok"
+
+    app.test_client().get("/probe-in-flight")
+    assert seen_while_serving == [1]
+    assert current_value(app, "flask_http_requests_in_flight") == 0
+
+
+def test_a_request_that_raises_is_no_longer_in_flight(app, client):
+    assert client.get("/api/fail").status_code == 500
+    assert current_value(app, "flask_http_requests_in_flight") == 0
+
+
+def test_unhandled_exceptions_are_counted_by_type_and_route(app):
+    @app.get("/lookup")
+    def lookup():
+        raise KeyError("no such key")
+
+    client = app.test_client()
+    for path in ("/api/fail", "/api/fail", "/lookup", "/api/items/5000"):
+        client.get(path)
+    text = scrape(client)
+    name = "flask_http_request_exceptions_by_type_total"
+    assert sample(text, name, exception_type="RuntimeError", url_rule="/api/fail") == 2
+    assert sample(text, name, exception_type="KeyError", url_rule="/lookup") == 1
+    assert sample(text, name) == 3  # a 404 is an answer, not an exception
+
+
+def test_the_process_reports_its_cpu_and_memory(app):
+    assert current_value(app, "process_worker_cpu_seconds_total") > 0
+    if metrics.STATM.exists():  # Linux only
+        assert current_value(app, "process_worker_resident_memory_bytes") > 1e6
+
+
+def test_a_request_refreshes_the_cpu_time(monkeypatch):
+    monkeypatch.setattr(metrics, "WORKER_RESOURCES_REFRESH_SECONDS", 0)
+    app = create_app(make_settings())
+    before = current_value(app, "process_worker_cpu_seconds_total")
+    burn_cpu(0.05)  # os.times() counts in clock ticks of 10 ms
+    app.test_client().get("/")
+    assert current_value(app, "process_worker_cpu_seconds_total") > before
+
+
+def worker_values(server, name: str) -> dict[str, float]:
+    """pid -> value of a per-worker series, from a scrape."""
+    text = get(f"{server.url}/metrics")[2].decode()
+    return {pid: float(value) for pid, value in re.findall(name + r'\{pid="(\d+)"\} (\S+)', text)}
+
+
+def test_each_gunicorn_worker_reports_its_cpu_and_memory(gunicorn):
+    server = gunicorn(workers=2)
+    deadline = time.monotonic() + 20
+    for name in ("process_worker_cpu_seconds_total", "process_worker_resident_memory_bytes"):
+        # Workers report when they start, and the second may still be starting.
+        while len(values := worker_values(server, name)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(values) == 2, name
+        assert str(server.process.pid) not in values  # the master serves nothing
