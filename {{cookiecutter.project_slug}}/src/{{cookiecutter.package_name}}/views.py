@@ -40,7 +40,7 @@ def fail():
 
 @views.get("/api/slow")
 def slow():
-    """Answers after ?ms= milliseconds, to show latency on the dashboard and in the alerts."""
+    """Answers after ?ms= milliseconds: a slow request on demand, to watch latency."""
     raw = request.args.get("ms", "")
     if not MILLISECONDS.fullmatch(raw) or int(raw) > SLOWEST_MS:
         message = f"ms must be a whole number of milliseconds from 0 to {SLOWEST_MS}"
