@@ -79,4 +79,6 @@ def _short(frame: str) -> str:
 
 
 def _percentages(counter: Counter, total: int, top: int) -> dict:
-    return {name: round(100 * count / total, 1) for name, count in counter.most_common(top)}
+    """The largest shares, less gunicorn's start-up frames, which are in every sample."""
+    shares = {name: round(100 * count / total, 1) for name, count in counter.most_common()}
+    return dict(list((name, share) for name, share in shares.items() if share < 99)[:top])

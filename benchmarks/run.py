@@ -10,7 +10,7 @@ benchmarks/results/latest.json. Not part of the test suite: see "Benchmark" in R
     python3 benchmarks/run.py                      # everything, about 8 minutes
     python3 benchmarks/run.py --sections throughput --rounds 1
     python3 benchmarks/run.py --profile full       # py-spy on one worker of one variant
-    python3 benchmarks/run.py --template-patch proposal.diff --output results/proposal.json
+    python3 benchmarks/run.py --template-patch change.diff --output benchmarks/results/change.json
 """
 
 import argparse
