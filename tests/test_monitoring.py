@@ -2,8 +2,8 @@
 
 The service runs under gunicorn with three workers and Prometheus scrapes it every second,
 evaluating the project's own alerts.yml. Every query of the dashboard must then find data,
-with its variables filled in as Grafana fills them; and a burst of errors must page through
-Alertmanager to a webhook.
+with its variables filled in as Grafana fills them; a burst of errors must page, and slow
+requests open a ticket, through Alertmanager to a webhook.
 """
 
 import json
@@ -11,8 +11,9 @@ import math
 import re
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from itertools import cycle
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -27,6 +28,9 @@ SCRAPE_INTERVAL = "1s"
 GRAFANA_BUILT_INS = {"__interval": "1s", "__rate_interval": "4s", "__range": "5m"}
 # Successes, a 404 and an unhandled exception (500), round and round.
 MIXED_TRAFFIC = ["/api/items/1", "/api/items/2", "/", "/api/items/5000", "/api/fail"]
+# Sent by a thread of its own, so that the latency panels see more than a few milliseconds
+# without slowing the mixed traffic down.
+SLOW_TRAFFIC = ["/api/slow?ms=250"]
 WAIT_SECONDS = 60
 
 
@@ -104,6 +108,7 @@ def scraped(project, tmp_path_factory):
             server.start()
             running.callback(server.stop)
         running.enter_context(Traffic(service, MIXED_TRAFFIC))
+        running.enter_context(Traffic(service, SLOW_TRAFFIC))
         started = time.time()
         wait_for_result(prometheus, f'up{{job="{slug(project)}"}} == 1')
         yield prometheus, service, started
@@ -196,15 +201,15 @@ def test_unhandled_exceptions_are_counted_by_type_and_route(project, scraped):
 # Alerting: the project's rules and Alertmanager configuration, made quick.
 
 
-def quick_error_ratio_rules(project) -> dict:
-    """alerts.yml's error ratios and HighErrorRatio only, over 10 s windows, with no wait."""
+def quick_rules(project, alertname: str) -> dict:
+    """alerts.yml's recording rules and one alert, over 10 s windows, with no wait."""
     rules = yaml.safe_load(monitoring_file(project, "prometheus/alerts.yml").read_text())
     for group in rules["groups"]:
         group["rules"] = [
             {**rule, "expr": re.sub(r"\[\d+[mh]\]", "[10s]", rule["expr"]),
              **({"for": "0s"} if "for" in rule else {})}
             for rule in group["rules"]
-            if "record" in rule or rule["alert"] == "HighErrorRatio"
+            if "record" in rule or rule["alert"] == alertname
         ]  # fmt: skip
     return rules
 
@@ -213,23 +218,33 @@ def quick_alertmanager_config(project, webhook: Webhook) -> dict:
     """The project's Alertmanager configuration, posting to the test's webhook at once."""
     config = yaml.safe_load(monitoring_file(project, "alertmanager/alertmanager.yml").read_text())
     config["route"]["group_wait"] = "1s"
+    # An alert that flaps as its window fills goes out resolved, unseen, at the first flush;
+    # when it fires again, the group would otherwise wait group_interval (5 minutes).
+    config["route"]["group_interval"] = "1s"
     for receiver in config["receivers"]:
         for webhook_config in receiver["webhook_configs"]:
             webhook_config["url"] = webhook.url + urlsplit(webhook_config["url"]).path
     return config
 
 
-def test_an_error_burst_pages_through_alertmanager(project, tmp_path):
+@contextmanager
+def alerting(project, workdir: Path, alertname: str):
+    """The service, and Prometheus evaluating one quick alert for Alertmanager and a webhook."""
     webhook = Webhook()
-    alertmanager = Alertmanager(tmp_path, quick_alertmanager_config(project, webhook))
-    service = GunicornService(project, tmp_path, workers=3)
-    rules = tmp_path / "alerts.yml"
-    rules.write_text(yaml.safe_dump(quick_error_ratio_rules(project)))
-    prometheus = Prometheus(tmp_path, prometheus_config(project, service, rules, alertmanager))
+    alertmanager = Alertmanager(workdir, quick_alertmanager_config(project, webhook))
+    service = GunicornService(project, workdir, workers=3)
+    rules = workdir / "alerts.yml"
+    rules.write_text(yaml.safe_dump(quick_rules(project, alertname)))
+    prometheus = Prometheus(workdir, prometheus_config(project, service, rules, alertmanager))
     with ExitStack() as running:
         for server in (webhook, alertmanager, service, prometheus):
             server.start()
             running.callback(server.stop)
+        yield webhook, service, prometheus
+
+
+def test_an_error_burst_pages_through_alertmanager(project, tmp_path):
+    with alerting(project, tmp_path, "HighErrorRatio") as (webhook, service, prometheus):
         ratio = f'job:flask_http_request_5xx:ratio_rate5m{{job="{slug(project)}"}}'
         with Traffic(service, ["/api/items/1", "/"]):
             wait_for_result(prometheus, f"{ratio} == 0")
@@ -246,3 +261,28 @@ def test_an_error_burst_pages_through_alertmanager(project, tmp_path):
     assert alert["labels"]["job"] == slug(project)
     assert alert["annotations"]["runbook_url"] == "docs/runbook.md#higherrorratio"
     assert seconds_to_page < 30
+
+
+def test_slow_requests_open_a_ticket_through_alertmanager(project, tmp_path):
+    threshold = float(project.answers["alert_latency_p99_seconds"])
+    p99 = (
+        "histogram_quantile(0.99, sum by (le) (rate("
+        f'flask_http_request_duration_seconds_bucket{{job="{slug(project)}"}}[10s])))'
+    )
+    with alerting(project, tmp_path, "HighLatencyP99") as (webhook, service, prometheus):
+        with Traffic(service, ["/api/items/1", "/"]):
+            wait_for_result(prometheus, f"{p99} < {threshold}")
+        assert webhook.notifications.empty(), "an alert went off before any slow request"
+        # Half as slow again as the threshold: 1.5 s for the default answer, within /api/slow's 2 s.
+        with Traffic(service, [f"/api/slow?ms={round(threshold * 1500)}"]):
+            slowdown = time.monotonic()
+            notification = webhook.wait_for_alert("HighLatencyP99", timeout=WAIT_SECONDS)
+            seconds_to_ticket = time.monotonic() - slowdown
+
+    assert notification["receiver"] == "ticket"
+    assert notification["path"] == "/ticket"
+    alert = notification["alert"]
+    assert alert["labels"]["severity"] == "ticket"
+    assert alert["labels"]["job"] == slug(project)
+    assert alert["annotations"]["runbook_url"] == "docs/runbook.md#highlatencyp99"
+    assert seconds_to_ticket < 30
