@@ -29,6 +29,7 @@ def throughput_report(section: dict) -> str:
             figures["p50_ms"],
             figures["p99_ms"],
             figures["p99_ms"] / bare["p99_ms"],
+            figures["max_ms"],
             figures["cpu_us_per_request"],
             figures["cpu_us_per_request"] / bare["cpu_us_per_request"],
             figures["master_cpu_us_per_request"],
@@ -51,6 +52,7 @@ def throughput_report(section: dict) -> str:
         "p50 ms",
         "p99 ms",
         "p99 x bare",
+        "max ms",
         "CPU us/req",
         "CPU x bare",
         "master us/req",
@@ -60,7 +62,9 @@ def throughput_report(section: dict) -> str:
     legend = [f"  {name}: {figures['description']}" for name, figures in variants.items()]
     notes = (
         "  CPU us/req: master and workers, all threads. others' cores: CPU taken by other work on\n"
-        "  the machine meanwhile; when it is high, trust CPU per request more than req/s and p99."
+        "  the machine meanwhile; when it is high, trust CPU per request more than req/s and p99.\n"
+        "  max ms: wrk keeps only a few requests open, so a stall of the service shows in the\n"
+        "  maximum (and in req/s), hardly in p99."
     )
     return "\n".join(
         [title, table(headers, rows), *legend, notes, "", _targets(section["targets"])]

@@ -27,7 +27,7 @@ def run_scrapes(python: Path, projects: Projects, workdir: Path, _options) -> li
     for workers in WORKER_COUNTS:
         for routes in ROUTE_COUNTS:
             rows.append(_measure(python, project, workdir, workers, routes))
-            print(f"  {rows[-1]}", flush=True)
+            print(f"  {workers} workers, {routes} routes: {rows[-1]['median_ms']} ms", flush=True)
     return rows
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ENVELOPE_PATH = re.compile(r"^/api/\d+/envelope/$")
+DURATION = r"[\d.]+(?:us|ms|s)"  # as wrk prints latencies
 
 
 def free_port() -> int:
@@ -170,6 +171,7 @@ class WrkResult:
     requests_per_second: float
     p50_ms: float
     p99_ms: float
+    max_ms: float  # a stall shows here: wrk's few connections wait instead of piling up in p99
     failures: int
 
 
@@ -192,12 +194,22 @@ def parse_wrk(output: str) -> WrkResult:
         requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]),
         p50_ms=_latency_ms(output, "50%"),
         p99_ms=_latency_ms(output, "99%"),
+        max_ms=_max_latency_ms(output),
         failures=_failures(output),
     )
 
 
 def _latency_ms(output: str, percentile: str) -> float:
-    value, unit = re.search(rf"^\s+{percentile}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
+    return _milliseconds(re.search(rf"^\s+{percentile}\s+({DURATION})\s*$", output, re.M)[1])
+
+
+def _max_latency_ms(output: str) -> float:
+    # "Latency   <average>   <deviation>   <max>   <share within one deviation>"
+    return _milliseconds(re.search(rf"Latency\s+{DURATION}\s+{DURATION}\s+({DURATION})", output)[1])
+
+
+def _milliseconds(duration: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", duration).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 

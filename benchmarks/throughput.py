@@ -126,6 +126,7 @@ def measure(server: Gunicorn, options) -> dict:
         "requests_per_second": result.requests_per_second,
         "p50_ms": result.p50_ms,
         "p99_ms": result.p99_ms,
+        "max_ms": result.max_ms,
         "cpu_us_per_request": round(service * per_request),
         "master_cpu_us_per_request": round(spent["master"] * per_request),
         "failures": result.failures,
@@ -176,7 +177,8 @@ def run_throughput(python: Path, projects: Projects, workdir: Path, options) -> 
 def _print_progress(variant: Variant, figures: dict) -> None:
     print(
         f"  {variant.name:<14} {figures['requests_per_second']:>7.0f} req/s  "
-        f"p99 {figures['p99_ms']:6.2f} ms  {figures['cpu_us_per_request']:>5} us CPU/req  "
+        f"p99 {figures['p99_ms']:6.2f} ms  max {figures['max_ms']:7.2f} ms  "
+        f"{figures['cpu_us_per_request']:>5} us CPU/req  "
         f"others {figures['other_load_cores']:.2f} cores",
         flush=True,
     )
