@@ -95,7 +95,7 @@ def next_steps(answers: dict) -> str:
 
 
 def main() -> int:
-    context = json.loads({{ cookiecutter | jsonify | tojson }})  # noqa: F821  rendered by cookiecutter
+    context = json.loads({{cookiecutter | jsonify | tojson}})  # noqa: F821  rendered by cookiecutter
     project_dir = Path.cwd()
     remove_paths(project_dir, disabled_paths(context))
     remove_empty_folders(project_dir, OPTIONAL_FOLDERS)

@@ -89,7 +89,7 @@ def _logging_problems(answers: dict) -> list[str]:
     problems = []
     if not ROTATION.match(str(answers["log_rotation"]).strip()):
         problems.append(
-            f"log_rotation {answers['log_rotation']!r} is not valid: use a size (\"50 MB\"), "
+            f'log_rotation {answers["log_rotation"]!r} is not valid: use a size ("50 MB"), '
             'an interval ("1 day") or a daily time ("00:00")'
         )
     days = str(answers["log_retention_days"]).strip()
@@ -145,7 +145,7 @@ def _finite_number(value: object) -> float | None:
 
 
 def main() -> int:
-    answers = json.loads({{ cookiecutter | jsonify | tojson }})  # noqa: F821  rendered by cookiecutter
+    answers = json.loads({{cookiecutter | jsonify | tojson}})  # noqa: F821  rendered by cookiecutter
     problems = problems_with(answers)
     for problem in problems:
         print(f"ERROR: {problem}", file=sys.stderr)
