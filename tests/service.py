@@ -38,6 +38,7 @@ class GunicornService:
                 [self.project.python, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                  "--bind", f"127.0.0.1:{self.port}"],
                 cwd=self.project.path, env=env, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: see stop()
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -58,7 +59,13 @@ class GunicornService:
         if self.process and self.process.poll() is None:
             started = time.monotonic()
             os.kill(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=timeout)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                # A master that hangs must not outlive the test, nor leave its workers behind.
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+                raise
             self.last_stop_seconds = time.monotonic() - started
 
     def metric(self, name: str, **labels: str) -> float:
