@@ -60,8 +60,8 @@ VARIANTS = [
         answers={},
         sentry=True,
     ),
-    # A 10 s run writes about 30 MB of logs: at the default 50 MB a rotation may or may not
-    # fall into it. At 10 MB every run rotates (and compresses) a few times, as production does.
+    # A run starts with an empty file and writes about 30 MB: the default 50 MB never rotates
+    # in it. At 10 MB every run rotates (and compresses) a few times, as production does daily.
     Variant(
         "full-rotating",
         "full, rotating its log file every 10 MB",
