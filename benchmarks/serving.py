@@ -48,8 +48,14 @@ class Gunicorn:
 
     def __enter__(self) -> "Gunicorn":
         with self.output.open("ab") as output:
+            # A session of its own: should the master hang, its workers go with it (killpg).
             self.process = subprocess.Popen(
-                self.command, cwd=self.cwd, env=self.env, stdout=output, stderr=subprocess.STDOUT
+                self.command,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self._wait_until_ready()
         return self
@@ -77,7 +83,7 @@ class Gunicorn:
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=timeout)
 
     def worker_pids(self) -> list[int]:
