@@ -12,6 +12,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
     GunicornLogger,
     configure_logging,
     ensure_logging,
+    finish_compressions,
 )
 from {{ cookiecutter.package_name }}.settings import SettingsError
 
@@ -90,7 +91,8 @@ def test_file_sink_rotates_compresses_and_keeps_every_line(tmp_path):
     )  # fmt: skip
     for number in range(200):
         logger.info("line {}", number)
-    logger.remove()  # closes the file and finishes compression
+    logger.remove()  # closes the file
+    finish_compressions()
 
     files = sorted(path.name for path in log_file.parent.iterdir())
     assert sum(name.endswith(".gz") for name in files) >= 5

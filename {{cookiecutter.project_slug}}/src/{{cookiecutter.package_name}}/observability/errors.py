@@ -50,7 +50,9 @@ def init_error_reporting(app: Flask, settings: Settings) -> None:
         before_send_transaction=scrub_event,
         integrations=[
             FlaskIntegration(transaction_style="url"),
-            LoguruIntegration(level=logging.INFO, event_level=None),
+            # Breadcrumbs only; no sink for Sentry's Logs product, which would format and
+            # then drop every line unless enable_logs is on.
+            LoguruIntegration(level=logging.INFO, event_level=None, sentry_logs_level=None),
         ],
         disabled_integrations=[LoggingIntegration()],
         shutdown_timeout=2,

@@ -6,10 +6,17 @@ the master, which alone owns the log file (see log_relay.py). The app factory on
 configures logging itself when nothing did it before (development server, tests).
 """
 
+import bz2
+import gzip
 import json
 import logging
+import lzma
+import os
+import shutil
 import sys
+import threading
 import traceback
+import zipfile
 from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
@@ -38,7 +45,7 @@ def configure_logging(settings: Settings) -> None:
             logger.add(sys.stdout, level=settings.log_level, format=_as_format(render, "console"))
         else:
             _add_file_sink(settings, _as_format(render, "file"))
-    _route_stdlib_logging()
+    _route_stdlib_logging(settings)
     _configured = True
 
 
@@ -78,11 +85,59 @@ def _add_file_sink(settings: Settings, line_format) -> None:
             format=line_format,
             rotation=settings.log_rotation,
             retention=_retention(settings.log_retention),
-            compression=None if settings.log_compression == "none" else settings.log_compression,
+            compression=_compress_in_background(settings.log_compression),
             encoding="utf-8",
         )
     except (OSError, ValueError) as error:
         raise SettingsError(f"invalid setting LOG_FILE={str(log_file)!r}: {error}") from None
+
+
+def _compress_in_background(compression: str) -> Callable[[str], None] | None:
+    """loguru compresses a rotated file in the thread that writes every line: 50 MB take
+    seconds, and all the while each worker waits to send its next line. Here that thread
+    only renames the file, out of sight of retention, and a thread of its own compresses it
+    (not a daemon: the master's exit waits for it)."""
+    if compression == "none":
+        return None
+
+    def compress_later(path: str) -> None:
+        os.rename(path, _hidden(path))
+        thread = threading.Thread(
+            target=_compress, args=(path, compression), name="log-compression"
+        )
+        thread.start()
+        _compressions[:] = [*(t for t in _compressions if t.is_alive()), thread]
+
+    return compress_later
+
+
+def finish_compressions() -> None:
+    """Wait until the rotated files are compressed."""
+    while _compressions:
+        _compressions.pop().join()
+
+
+_compressions: list[threading.Thread] = []
+_OPENERS = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+
+
+def _hidden(path: str) -> str:
+    """A name loguru's retention does not glob for: it never deletes a file being worked on."""
+    path = Path(path)
+    return str(path.with_name(f".{path.name}.compressing"))
+
+
+def _compress(path: str, compression: str) -> None:
+    archive = f"{path}.{compression}"
+    source, partial = _hidden(path), _hidden(archive)
+    if compression == "zip":
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zipped:
+            zipped.write(source, Path(path).name)
+    else:
+        with open(source, "rb") as raw, _OPENERS[compression](partial, "wb") as packed:
+            shutil.copyfileobj(raw, packed)
+    os.rename(partial, archive)  # retention and readers only ever see a whole archive
+    os.remove(source)
 
 
 def _retention(value: str) -> int | str:
@@ -164,8 +219,11 @@ class InterceptHandler(logging.Handler):
         )
 
 
-def _route_stdlib_logging() -> None:
-    logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+def _route_stdlib_logging(settings: Settings) -> None:
+    # At the service's level, not 0: libraries' debug calls (urllib3's, for one) then stop
+    # at `isEnabledFor` instead of each building a record that loguru throws away.
+    level = logger.level(settings.log_level).no
+    logging.basicConfig(handlers=[InterceptHandler()], level=level, force=True)
 
 
 class GunicornLogger(GunicornBaseLogger):
