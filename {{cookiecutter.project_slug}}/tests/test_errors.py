@@ -115,6 +115,17 @@ def test_probes_are_not_traced(sentry_server):
     assert names == ["/api/items/<int:item_id>"]
 
 
+def test_tracing_off_sends_no_transactions(sentry_server):
+    app = create_app(
+        make_settings(sentry_dsn=sentry_server.dsn, sentry_traces_sample_rate=0.0)
+    ).test_client()
+    app.get("/api/items/1")
+    app.get("/api/fail")
+    sentry_sdk.flush(timeout=5)
+    assert sentry_server.payloads("transaction") == []
+    assert len(sentry_server.payloads("event")) == 1
+
+
 def test_without_a_dsn_a_warning_says_errors_are_not_reported(capsys):
     log_records = capture_log_records(capsys)
     create_app(make_settings())

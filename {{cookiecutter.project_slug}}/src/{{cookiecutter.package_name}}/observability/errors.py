@@ -45,7 +45,10 @@ def init_error_reporting(app: Flask, settings: Settings) -> None:
         environment=settings.app_env,
         release=settings.app_release,
         include_local_variables=False,  # locals hold the WSGI environ with its raw headers
-        traces_sampler=_traces_sampler(settings.sentry_traces_sample_rate),
+        # No sampler at all when tracing is off: with one, every request builds a transaction.
+        traces_sampler=_traces_sampler(settings.sentry_traces_sample_rate)
+        if settings.sentry_traces_sample_rate > 0
+        else None,
         before_send=scrub_event,
         before_send_transaction=scrub_event,
         integrations=[
