@@ -8,8 +8,6 @@ import json
 import os
 import queue
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .service import free_port
+from .service import LoopbackProcess
 
 
 def require_binary(name: str) -> str:
@@ -32,48 +30,20 @@ def require_binary(name: str) -> str:
     pytest.skip(message)
 
 
-class LoopbackServer:
-    """A server process on 127.0.0.1, ready when its /-/ready answers.
+class LoopbackServer(LoopbackProcess):
+    """Prometheus or Alertmanager: subclasses write their configuration into `workdir`
+    and set `command`."""
 
-    Subclasses write their configuration into `workdir` and set `command`.
-    """
+    ready_path = "/-/ready"
 
     def __init__(self, workdir: Path, name: str):
-        self.name = name
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.output = self.workdir / "output.log"
+        super().__init__(name, self.workdir / "output.log")
         self.command: list[str] = []
-        self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0):
-        with self.output.open("wb") as output:
-            self.process = subprocess.Popen(
-                self.command, stdout=output, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.output.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self.name} not ready within {timeout} s")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.process and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=timeout)
+    def start(self):
+        return self.launch(self.command, self.workdir)
 
 
 class Prometheus(LoopbackServer):

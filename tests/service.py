@@ -16,44 +16,40 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class GunicornService:
-    def __init__(self, project, workdir: Path, workers: int = 3, **settings: str):
-        self.project = project
+class LoopbackProcess:
+    """A server process on 127.0.0.1 and a free port, ready when `ready_path` answers 200.
+
+    It runs in a process group of its own and is stopped by its pid: one that hangs on
+    stop is killed with its children, so that it cannot outlive the test.
+    """
+
+    ready_path = "/"
+
+    def __init__(self, name: str, output: Path):
+        self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_dir = workdir / "logs"
-        self.output = workdir / "gunicorn.out"
-        self.env = {
-            "PORT": str(self.port),
-            "WEB_CONCURRENCY": str(workers),
-            "LOG_FILE": str(self.log_dir / "service.log"),
-            **settings,
-        }
+        self.output = output
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> "GunicornService":
-        env = {**os.environ, "PYTHONPATH": str(self.project.path / "src"), **self.env}
+    def launch(self, command: list, cwd: Path, env: dict | None = None, timeout: float = 30.0):
         with self.output.open("ab") as output:
             self.process = subprocess.Popen(
-                [self.project.python, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                 "--bind", f"127.0.0.1:{self.port}"],
-                cwd=self.project.path, env=env, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: see stop()
+                command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.output.read_text()[-3000:]}")
+                raise RuntimeError(f"{self.name} exited: {self.output.read_text()[-3000:]}")
             try:
-                if requests.get(f"{self.url}/livez", timeout=2).status_code == 200:
+                if requests.get(self.url + self.ready_path, timeout=2).status_code == 200:
                     return self
             except requests.RequestException:  # not listening yet, or still booting
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"gunicorn did not answer within {timeout} s")
-
-    def get(self, path: str, **kwargs) -> requests.Response:
-        return requests.get(f"{self.url}{path}", timeout=10, **kwargs)
+        raise RuntimeError(f"{self.name} did not answer within {timeout} s")
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process and self.process.poll() is None:
@@ -62,11 +58,34 @@ class GunicornService:
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                # A master that hangs must not outlive the test, nor leave its workers behind.
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
                 raise
             self.last_stop_seconds = time.monotonic() - started
+
+
+class GunicornService(LoopbackProcess):
+    ready_path = "/livez"
+
+    def __init__(self, project, workdir: Path, workers: int = 3, **settings: str):
+        super().__init__("gunicorn", workdir / "gunicorn.out")
+        self.project = project
+        self.log_dir = workdir / "logs"
+        self.env = {
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(workers),
+            "LOG_FILE": str(self.log_dir / "service.log"),
+            **settings,
+        }
+
+    def start(self) -> "GunicornService":
+        command = [self.project.python, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                   "--bind", f"127.0.0.1:{self.port}"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(self.project.path / "src"), **self.env}
+        return self.launch(command, self.project.path, env)
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(f"{self.url}{path}", timeout=10, **kwargs)
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of one metric whose labels include the given ones."""
