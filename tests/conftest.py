@@ -71,6 +71,13 @@ class Project:
             timeout=timeout,
         )
 
+    def install(self) -> subprocess.CompletedProcess:
+        """pip install the project into the shared environment, whose dependencies it has."""
+        return self.run(
+            str(self.python), "-m", "pip", "install", "--quiet", "--no-deps",
+            "--no-build-isolation", "--disable-pip-version-check", ".",
+        )  # fmt: skip
+
     def tool(self, name: str) -> str:
         return str(self.python.parent / name)
 

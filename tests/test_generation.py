@@ -59,21 +59,22 @@ def test_lint_clean(baked, name):
 
 
 @pytest.mark.parametrize("name", COMBINATIONS)
-def test_own_test_suite_passes(baked, name):
+def test_installs_and_its_own_test_suite_passes(baked, name):
     project = baked(name)
-    result = project.run(str(project.python), "-m", "pytest", "-q", "-p", "no:cacheprovider")
+    install = project.install()
+    assert install.returncode == 0, install.stderr
+    # Without PYTHONPATH, the tests import the installed distribution.
+    result = project.run(
+        str(project.python), "-m", "pytest", "-q", "-p", "no:cacheprovider", PYTHONPATH=""
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert re.search(r"\d+ passed", result.stdout)
 
 
-def test_default_project_installs_with_pip(baked):
+def test_the_installed_default_project_knows_its_release(baked):
     project = baked("all-defaults")
-    install = project.run(
-        str(project.python), "-m", "pip", "install", "--quiet", "--no-deps",
-        "--no-build-isolation", "--disable-pip-version-check", ".",
-    )  # fmt: skip
+    install = project.install()
     assert install.returncode == 0, install.stderr
-    # From another folder, without PYTHONPATH: the installed distribution is used.
     check = project.run(
         str(project.python), "-c",
         "from my_service.app import create_app; from my_service.settings import load_settings;"
