@@ -163,7 +163,7 @@ def text_line(record: dict) -> str:
         f"{record['level'].name:<8} | {extra['request_id']} | {extra['_logger']} - {message}\n"
     )
     if record["exception"] is not None:
-        line += _error_fields(record["exception"])["error.stack_trace"]
+        line += _stack_trace(record["exception"])
     return line
 
 
@@ -198,12 +198,16 @@ def _json_fields(record: dict, static_fields: dict) -> dict:
 
 
 def _error_fields(exception) -> dict:
-    error_type, error, tb = exception
+    error_type, error, _ = exception
     return {
         "error.type": getattr(error_type, "__name__", str(error_type)),
         "error.message": str(error),
-        "error.stack_trace": "".join(traceback.format_exception(error_type, error, tb)),
+        "error.stack_trace": _stack_trace(exception),
     }
+
+
+def _stack_trace(exception) -> str:
+    return "".join(traceback.format_exception(*exception))
 
 
 class InterceptHandler(logging.Handler):
