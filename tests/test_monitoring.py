@@ -254,12 +254,7 @@ def test_an_error_burst_pages_through_alertmanager(project, tmp_path):
             notification = webhook.wait_for_alert("HighErrorRatio", timeout=WAIT_SECONDS)
             seconds_to_page = time.monotonic() - burst
 
-    assert notification["receiver"] == "page"
-    assert notification["path"] == "/page"
-    alert = notification["alert"]
-    assert alert["labels"]["severity"] == "page"
-    assert alert["labels"]["job"] == slug(project)
-    assert alert["annotations"]["runbook_url"] == "docs/runbook.md#higherrorratio"
+    assert_routed(notification, project, "HighErrorRatio", severity="page")
     assert seconds_to_page < 30
 
 
@@ -279,10 +274,15 @@ def test_slow_requests_open_a_ticket_through_alertmanager(project, tmp_path):
             notification = webhook.wait_for_alert("HighLatencyP99", timeout=WAIT_SECONDS)
             seconds_to_ticket = time.monotonic() - slowdown
 
-    assert notification["receiver"] == "ticket"
-    assert notification["path"] == "/ticket"
-    alert = notification["alert"]
-    assert alert["labels"]["severity"] == "ticket"
-    assert alert["labels"]["job"] == slug(project)
-    assert alert["annotations"]["runbook_url"] == "docs/runbook.md#highlatencyp99"
+    assert_routed(notification, project, "HighLatencyP99", severity="ticket")
     assert seconds_to_ticket < 30
+
+
+def assert_routed(notification: dict, project, alert_name: str, severity: str) -> None:
+    """The alert reached the receiver of its severity, with its job and runbook link."""
+    assert notification["receiver"] == severity
+    assert notification["path"] == f"/{severity}"
+    alert = notification["alert"]
+    assert alert["labels"]["severity"] == severity
+    assert alert["labels"]["job"] == slug(project)
+    assert alert["annotations"]["runbook_url"] == f"docs/runbook.md#{alert_name.lower()}"
