@@ -25,6 +25,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
     GunicornLogger,
     configure_logging,
 )
+from {{ cookiecutter.package_name }}.observability.timeouts import end_timed_out_request
 from {{ cookiecutter.package_name }}.settings import settings_for_server
 
 settings = settings_for_server(apply=configure_logging)
@@ -45,6 +46,11 @@ control_socket_disable = True
 
 def post_fork(server, worker):
     forward_logs_to_master(settings, log_relay.address)
+
+
+def worker_abort(worker):
+    """The worker timeout struck: report the stuck request as a timeout, not a bare exit."""
+    end_timed_out_request(timeout)
 
 
 def on_exit(server):

@@ -16,7 +16,7 @@ from {{ cookiecutter.package_name }}.settings import (
     load_settings,
 )
 
-from .conftest import capture_log_records, make_settings
+from .conftest import capture_log_records, get, make_settings
 
 SECRETS = {
     "Authorization": "Bearer secret-authorization-value",
@@ -124,6 +124,23 @@ def test_tracing_off_sends_no_transactions(sentry_server):
     sentry_sdk.flush(timeout=5)
     assert sentry_server.payloads("transaction") == []
     assert len(sentry_server.payloads("event")) == 1
+
+
+def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack(
+    sentry_server, gunicorn
+):
+    server = gunicorn(workers=2, GUNICORN_TIMEOUT="1", SENTRY_DSN=sentry_server.dsn)
+    status, _, _ = get(f"{server.url}/api/slow?ms=2000", {"X-Request-ID": "stuck-3"})
+    assert status == 500
+    server.stop()  # a worker sends what it holds before it exits
+
+    events = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    assert len(events) == 1, "one event for the timeout, none for the worker's exit"
+    [exception] = events[0]["exception"]["values"]
+    assert exception["type"] == "RequestTimeout"
+    assert "GET /api/slow ran" in exception["value"]
+    assert "slow" in [frame["function"] for frame in exception["stacktrace"]["frames"]]
+    assert events[0]["tags"]["request_id"] == "stuck-3"
 
 
 def test_without_a_dsn_a_warning_says_errors_are_not_reported(capsys):

@@ -135,7 +135,7 @@ def test_gunicorn_access_lines_are_structured(capsys):
     gunicorn_logger = GunicornLogger(Config())
     gunicorn_logger.cfg.set("accesslog", "-")
     gunicorn_logger.setup(gunicorn_logger.cfg)
-    response = SimpleNamespace(status_code=404, sent=9, headers=[("X-Request-ID", "req-1")])
+    response = SimpleNamespace(status="404 NOT FOUND", sent=9, headers=[("X-Request-ID", "req-1")])
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/nothing", "REMOTE_ADDR": "127.0.0.1",
                "HTTP_USER_AGENT": "probe\nFORGED"}  # fmt: skip
     gunicorn_logger.access(response, None, environ, timedelta(milliseconds=12))

@@ -1,8 +1,14 @@
 import re
 import time
 
+import pytest
+
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability import metrics
+from {{ cookiecutter.package_name }}.observability.timeouts import (
+    RequestTimeout,
+    end_timed_out_request,
+)
 
 from .conftest import get, make_settings
 
@@ -118,6 +124,31 @@ def test_unhandled_exceptions_are_counted_by_type_and_route(app):
     assert sample(text, name, exception_type="RuntimeError", url_rule="/api/fail") == 2
     assert sample(text, name, exception_type="KeyError", url_rule="/lookup") == 1
     assert sample(text, name) == 3  # a 404 is an answer, not an exception
+
+
+def test_requests_ended_by_the_worker_timeout_are_counted_by_route(app):
+    for path in ("/api/slow?ms=1", "/api/items/7", "/api/items/8"):
+        with app.test_request_context(path), pytest.raises(RequestTimeout):
+            end_timed_out_request(timeout_seconds=1)
+    text = scrape(app.test_client())
+    name = "flask_http_request_timeouts_total"
+    assert sample(text, name, url_rule="/api/items/<int:item_id>") == 2
+    assert sample(text, name, url_rule="/api/slow") == 1
+
+
+def test_every_route_starts_with_no_timeouts_so_that_the_first_one_shows(client):
+    client.get("/api/items/1")
+    text = scrape(client)
+    for route in ("/api/slow", "/api/items/<int:item_id>", "/"):
+        series = 'flask_http_request_timeouts_total{url_rule="' + route + '"}'
+        assert f"{series} 0.0" in text
+
+
+def test_a_timed_out_request_stays_counted_after_its_worker_is_gone(gunicorn):
+    server = gunicorn(workers=2, GUNICORN_TIMEOUT="1")
+    assert get(f"{server.url}/api/slow?ms=2000")[0] == 500
+    text = get(f"{server.url}/metrics")[2].decode()
+    assert sample(text, "flask_http_request_timeouts_total", url_rule="/api/slow") == 1
 
 
 def test_the_process_reports_its_cpu_and_memory(app):

@@ -10,6 +10,7 @@ from .observability.logging import ensure_logging
 from .observability.metrics import init_metrics
 {%- endif %}
 from .observability.request_context import init_request_context
+from .observability.timeouts import init_request_timeouts
 from .settings import Settings, exit_on_bad_settings, load_settings, server_settings
 from .views import views
 
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
     init_request_context(app)
+    init_request_timeouts(app)
 {%- if cookiecutter.use_sentry %}
     init_error_reporting(app, settings)
 {%- endif %}

@@ -26,6 +26,7 @@ from loguru import logger
 
 from ..settings import SERVICE_NAME, Settings, SettingsError
 from .request_context import current_request_id, current_trace_id
+from .timeouts import RequestTimeout
 
 Render = Callable[[dict], str]
 
@@ -239,26 +240,45 @@ class GunicornLogger(GunicornBaseLogger):
             gunicorn_log.handlers = [InterceptHandler()]
             gunicorn_log.propagate = False
 
+    def exception(self, msg, *args, **kwargs) -> None:
+        # A request ended by the worker timeout was reported already, with its request id.
+        if not isinstance(sys.exception(), RequestTimeout):
+            super().exception(msg, *args, **kwargs)
+
     def access(self, resp, req, environ, request_time) -> None:
         if not self.access_log_enabled:
             return
         method = environ.get("REQUEST_METHOD", "-")
-        path = environ.get("PATH_INFO", "-")
+        # An answer gunicorn writes itself (after a timeout, say) comes with a bare environ.
+        path = environ.get("PATH_INFO") or getattr(req, "path", None) or "-"
         duration_ms = request_time.total_seconds() * 1000
+        status = _status_code(resp)
         logger.bind(
             _logger="gunicorn.access",
-            request_id=_response_header(resp, "x-request-id") or "-",
+            request_id=_response_header(resp, "x-request-id") or _timed_out_request_id(),
             **{
                 "http.request.method": method,
                 "url.path": path,
-                "http.response.status_code": resp.status_code,
+                "http.response.status_code": status,
                 "http.response.body.bytes": getattr(resp, "sent", None),
                 "event.duration": int(duration_ms * 1_000_000),
                 "client.address": environ.get("REMOTE_ADDR", "-"),
                 "user_agent.original": environ.get("HTTP_USER_AGENT", "-"),
             },
-        ).info("{} {} {} {:.1f}ms", method, path, resp.status_code, duration_ms)
+        ).info("{} {} {} {:.1f}ms", method, path, status, duration_ms)
+
+
+def _status_code(resp) -> int | None:
+    """The answer's status; an error answer that gunicorn writes itself has only `status`."""
+    status = str(resp.status or "").split(" ", 1)[0]
+    return int(status) if status.isdigit() else None
 
 
 def _response_header(resp, name: str) -> str | None:
     return next((value for key, value in resp.headers if key.lower() == name), None)
+
+
+def _timed_out_request_id() -> str:
+    """gunicorn answers a timed-out request itself, with none of the service's headers."""
+    error = sys.exception()
+    return error.request_id if isinstance(error, RequestTimeout) else "-"

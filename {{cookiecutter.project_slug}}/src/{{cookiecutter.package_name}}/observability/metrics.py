@@ -8,6 +8,7 @@ there and `/metrics` adds up all workers, the dead ones included. Without gunico
 Besides prometheus-flask-exporter's request metrics, the service exports:
 - `flask_http_requests_in_flight`: requests being served right now, over all workers;
 - `flask_http_request_exceptions_by_type_total`: unhandled exceptions by class and route;
+- `flask_http_request_timeouts_total`: requests ended by the worker timeout, by route;
 - `process_worker_cpu_seconds_total` and `process_worker_resident_memory_bytes`, one series
   per live worker (label `pid`): multiprocess mode has no `process_*` metrics of its own.
 """
@@ -30,6 +31,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 from .health import HEALTH_PATHS
+from .timeouts import request_timed_out
 
 METRICS_PATH = "/metrics"
 # Probes and scrapes would drown the traffic that matters.
@@ -55,6 +57,7 @@ def init_metrics(app: Flask) -> PrometheusMetrics:
         )
     _count_requests_in_flight(app, metrics.registry)
     _count_exceptions_by_type(app, metrics.registry)
+    _count_timeouts(app, metrics.registry)
     app.before_request(WorkerResources(metrics.registry).refresh)
     app.extensions["metrics"] = metrics
     return metrics
@@ -107,6 +110,31 @@ def _count_exceptions_by_type(app: Flask, registry: CollectorRegistry) -> None:
 
     # weak=False: blinker would otherwise drop this local function once init returns.
     got_request_exception.connect(count, app, weak=False)
+
+
+def _count_timeouts(app: Flask, registry: CollectorRegistry) -> None:
+    timeouts = Counter(
+        "flask_http_request_timeouts",
+        "Requests ended by the gunicorn worker timeout, by route",
+        ["url_rule"],
+        registry=registry,
+    )
+
+    started = False
+
+    def start_every_route_at_zero() -> None:
+        # A series that first appears at 1 is invisible to increase(), and so to the alert.
+        nonlocal started
+        if not started:
+            started = True
+            for rule in app.url_map.iter_rules():
+                timeouts.labels(str(rule))
+
+    def count(_sender: Flask, route: str) -> None:
+        timeouts.labels(route).inc()
+
+    app.before_request(start_every_route_at_zero)
+    request_timed_out.connect(count, app, weak=False)
 
 
 class WorkerResources:

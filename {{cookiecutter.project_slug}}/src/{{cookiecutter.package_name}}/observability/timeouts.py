@@ -1,0 +1,63 @@
+"""Requests that run past gunicorn's worker timeout, reported as what they are.
+
+When a request outlives GUNICORN_TIMEOUT, the master sends its worker SIGABRT and
+gunicorn ends the worker with a bare SystemExit(1): the client is cut off, and the logs
+and Sentry show an anonymous exit without the request. gunicorn calls its `worker_abort`
+hook (gunicorn.conf.py) first, inside the stuck request. There, `end_timed_out_request`
+logs one line with the request id, route and running time, tells the metrics, and raises
+RequestTimeout in place of gunicorn's exit: it unwinds from the line where the request
+was stuck, so Sentry reports a RequestTimeout with that stack.
+"""
+
+import time
+
+from blinker import Namespace
+from flask import Flask, current_app, g, has_request_context, request
+from loguru import logger
+
+# Sent with the route of a request that the worker timeout ended (metrics count them).
+request_timed_out = Namespace().signal("request-timed-out")
+
+
+class RequestTimeout(SystemExit):
+    """The worker timeout ended this request; a SystemExit, as gunicorn ends an aborted worker."""
+
+    def __init__(self, message: str, request_id: str):
+        super().__init__(message)
+        self.request_id = request_id
+
+
+def init_request_timeouts(app: Flask) -> None:
+    app.before_request(_note_start)
+
+
+def _note_start() -> None:
+    g.request_started = time.monotonic()
+
+
+def end_timed_out_request(timeout_seconds: int) -> None:
+    """Report the request this worker is stuck in and end it; nothing to do between requests."""
+    if not has_request_context():
+        return
+    route = str(request.url_rule)  # bounded: None for a URL that matched no route
+    ran_seconds = time.monotonic() - g.get("request_started", time.monotonic())
+    logger.bind(
+        **{
+            "http.request.method": request.method,
+            "http.route": route,
+            "url.path": request.path,
+            "event.duration": int(ran_seconds * 1_000_000_000),
+        }
+    ).error(
+        "request timed out: {} {} ran {:.1f} s, past the {} s worker timeout; the worker restarts",
+        request.method,
+        route,
+        ran_seconds,
+        timeout_seconds,
+    )
+    request_timed_out.send(current_app._get_current_object(), route=route)
+    raise RequestTimeout(
+        f"{request.method} {route} ran {ran_seconds:.1f} s, past the {timeout_seconds} s "
+        "worker timeout",
+        request_id=g.get("request_id", "-"),
+    )

@@ -1,0 +1,66 @@
+"""A request ended by gunicorn's worker timeout is reported as a timeout, with its request id."""
+
+import json
+
+import pytest
+
+from {{ cookiecutter.package_name }}.observability.timeouts import (
+    RequestTimeout,
+    end_timed_out_request,
+    request_timed_out,
+)
+
+from .conftest import capture_log_records, get
+
+# Longer than the 1 s timeout the tests set, by as much as /api/slow allows: the master
+# checks its workers about once a second, and must get a turn before the sleep ends.
+STUCK_MS = 2000
+
+
+def test_outside_a_request_the_abort_is_left_to_gunicorn():
+    assert end_timed_out_request(timeout_seconds=30) is None
+
+
+def test_the_stuck_request_is_logged_and_ended_with_its_request_id(app, capsys):
+    log_records = capture_log_records(capsys)
+    timed_out_routes = []
+
+    def note(_sender, route):
+        timed_out_routes.append(route)
+
+    request_timed_out.connect(note, app)
+    with app.test_request_context("/api/slow?ms=5", headers={"X-Request-ID": "stuck-1"}):
+        app.preprocess_request()
+        with pytest.raises(RequestTimeout, match=r"GET /api/slow ran .* past the 7 s") as ended:
+            end_timed_out_request(timeout_seconds=7)
+
+    assert isinstance(ended.value, SystemExit)  # how gunicorn expects an aborted worker to end
+    assert ended.value.request_id == "stuck-1"
+    assert timed_out_routes == ["/api/slow"]
+    [record] = [r for r in log_records() if r["message"].startswith("request timed out")]
+    assert record["http.request.id"] == "stuck-1"
+    assert record["http.route"] == "/api/slow"
+    assert record["log.level"] == "error"
+
+
+def test_a_request_past_the_worker_timeout_leaves_one_line_and_a_new_worker(gunicorn, tmp_path):
+    server = gunicorn(workers=2, GUNICORN_TIMEOUT="1")
+    status, _, _ = get(f"{server.url}/api/slow?ms={STUCK_MS}", {"X-Request-ID": "stuck-2"})
+    assert status == 500
+    assert get(f"{server.url}/api/items/1")[0] == 200  # the worker was replaced
+    server.stop()
+
+    records = [
+        json.loads(line) for line in (tmp_path / "logs" / "service.log").read_text().splitlines()
+    ]
+    stuck = [record for record in records if record.get("http.request.id") == "stuck-2"]
+    assert sorted(record["log.logger"] for record in stuck) == [
+        "gunicorn.access",
+        "{{ cookiecutter.package_name }}.observability.timeouts",
+    ]
+    access_line = next(record for record in stuck if record["log.logger"] == "gunicorn.access")
+    assert (access_line["url.path"], access_line["http.response.status_code"]) == ("/api/slow", 500)
+    timeout_line = next(record for record in stuck if "timed out" in record["message"])
+    assert timeout_line["http.route"] == "/api/slow"
+    assert timeout_line["event.duration"] >= 1_000_000_000
+    assert not [record for record in records if "Error handling request" in record["message"]]
