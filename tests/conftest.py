@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .service import EnvelopeServer
+
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TEMPLATE_DIR))  # so that tests can import hooks.*
 
@@ -130,3 +132,17 @@ def baked(cookies_session, service_python):
         return projects[name]
 
     return get
+
+
+@pytest.fixture
+def envelopes(tmp_path):
+    """Start stand-ins for sentry.io; each is stopped by its pid after the test."""
+    servers = []
+
+    def start(hang: bool = False) -> EnvelopeServer:
+        servers.append(EnvelopeServer(tmp_path, hang))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

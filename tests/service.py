@@ -1,9 +1,11 @@
 """A baked service under real gunicorn on a free loopback port, stopped by its pid."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -97,3 +99,40 @@ class GunicornService(LoopbackProcess):
             if all(f'{key}="{wanted}"' in label_text for key, wanted in labels.items()):
                 total += float(value)
         return total
+
+
+class EnvelopeServer:
+    """tests/envelope_server.py in a process of its own: a stand-in for sentry.io."""
+
+    def __init__(self, tmp_path: Path, hang: bool = False):
+        self.port = free_port()
+        self.output = tmp_path / "envelopes.jsonl"
+        self.output.touch()
+        self.dsn = f"http://public@127.0.0.1:{self.port}/42"
+        command = [
+            sys.executable,
+            str(Path(__file__).with_name("envelope_server.py")),
+            str(self.port),
+            str(self.output),
+        ]
+        self.process = subprocess.Popen([*command, "--hang"] if hang else command)
+        wait_for_port(self.port)
+
+    def items(self, item_type: str) -> list[dict]:
+        lines = self.output.read_text().splitlines()
+        return [json.loads(json.loads(line)["payload"]) for line in lines
+                if json.loads(line)["type"] == item_type]  # fmt: skip
+
+    def stop(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+def wait_for_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
