@@ -79,17 +79,18 @@ def test_count_retention_drops_only_the_oldest_files(baked, tmp_path):
 
 
 def test_age_retention_keeps_only_recent_files(baked, tmp_path):
+    retention = 2.0
     service = served(baked, tmp_path, LOG_ROTATION="50 KB", LOG_RETENTION="2 seconds",
                      LOG_COMPRESSION="none")  # fmt: skip
     early = send_all(service.url, mixed_paths(300))  # several rotations
-    time.sleep(3)  # the files written so far are now older than the retention
-    late = send_all(service.url, mixed_paths(300))  # rotations that apply the retention
+    waited_until = wait_until_files_are_older_than(service.log_dir, retention)
+    late = rotate_with_long_lines(service, after=waited_until)  # this rotation applies retention
     service.stop()
 
     rotated = [path for path in service.log_dir.iterdir() if path.name != "service.log"]
     newest = max(path.stat().st_mtime for path in rotated)
     ages = [newest - path.stat().st_mtime for path in rotated]
-    assert max(ages) <= 2 + 1.0, f"a rotated file older than the retention was kept: {ages}"
+    assert max(ages) <= retention + 1.0, f"a rotated file older than the retention was kept: {ages}"
     early_ids = {outcome.request_id for outcome in early}
     files_of_early_lines_only = [
         path for path in rotated
@@ -99,6 +100,30 @@ def test_age_retention_keeps_only_recent_files(baked, tmp_path):
     assert {outcome.request_id for outcome in late} <= access_ids(
         read_lines(service.log_dir)
     ).keys()
+
+
+def wait_until_files_are_older_than(log_dir: Path, seconds: float) -> float:
+    """Wait until every log file was last written more than `seconds` ago; returns the time."""
+    deadline = time.monotonic() + 10 * seconds
+    while time.monotonic() < deadline:
+        newest = max(path.stat().st_mtime for path in log_dir.iterdir())
+        if time.time() - newest > seconds:
+            return time.time()
+        time.sleep(0.1)
+    raise AssertionError(f"log files were still being written {10 * seconds} s after the load")
+
+
+def rotate_with_long_lines(service: GunicornService, after: float) -> list:
+    """A few requests, one at a time, until the log rotates: each access line is about 6 KB
+    (its user agent), so the rotation comes after a handful of requests, however slow the
+    machine, and long before these lines could be older than the retention."""
+    sent = []
+    for _ in range(100):
+        sent.extend(send_all(service.url, ["/"], headers={"User-Agent": "x" * 6000}))
+        if any(path.stat().st_mtime > after for path in service.log_dir.iterdir()
+               if path.name != "service.log"):  # fmt: skip
+            return sent
+    raise AssertionError("100 requests of long lines did not rotate the log")
 
 
 @pytest.mark.parametrize("kills", [3])
