@@ -1,10 +1,12 @@
 import gzip
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import sentry_sdk
+from loguru import logger
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability.errors import (
@@ -103,6 +105,25 @@ def test_one_scrubbed_event_per_unhandled_exception(sentry_server):
     assert "page=2" in event["request"]["query_string"]
 
 
+def test_error_lines_and_client_errors_stay_out_of_sentry(sentry_server):
+    client = create_app(make_settings(sentry_dsn=sentry_server.dsn)).test_client()
+    logging.getLogger("payments").error("a plain error line from the standard library")
+    logger.error("a plain error line from loguru")
+    try:
+        raise ValueError("handled, and logged")
+    except ValueError:
+        logging.getLogger("payments").exception("logged with its exception")
+        logger.exception("logged with its exception")
+    assert client.get("/api/items/5000").status_code == 404
+    assert client.get("/api/slow?ms=soon").status_code == 400
+    assert client.post("/api/items/1").status_code == 405
+    assert client.get("/api/fail").status_code == 500  # the one thing that must arrive
+    sentry_sdk.flush(timeout=5)
+
+    events = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    assert [event["exception"]["values"][-1]["type"] for event in events] == ["RuntimeError"]
+
+
 def test_probes_are_not_traced(sentry_server):
     app = create_app(
         make_settings(sentry_dsn=sentry_server.dsn, sentry_traces_sample_rate=1.0)
@@ -149,10 +170,33 @@ def test_without_a_dsn_a_warning_says_errors_are_not_reported(capsys):
     assert "SENTRY_DSN is not set" in next(record["message"] for record in log_records())
 
 
-def test_a_malformed_dsn_is_a_settings_error(monkeypatch):
-    monkeypatch.setenv("SENTRY_DSN", "not-a-dsn")
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "not-a-dsn",
+        "ftp://public@sentry.example.com/42",
+        "https://sentry.example.com/42",  # no public key
+        "https://public@sentry.example.com/",  # no project id
+        "https://public@sentry.example.com/project",  # the id is a number
+    ],
+)
+def test_a_malformed_dsn_is_a_settings_error(monkeypatch, dsn):
+    monkeypatch.setenv("SENTRY_DSN", dsn)
     with pytest.raises(SettingsError, match="SENTRY_DSN"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    "dsn", ["https://public@o1.ingest.sentry.io/42", "http://public@127.0.0.1:9000/relay/7/"]
+)
+def test_a_well_formed_dsn_is_kept(monkeypatch, dsn):
+    monkeypatch.setenv("SENTRY_DSN", dsn)
+    assert load_settings().sentry_dsn == dsn
+
+
+def test_an_empty_dsn_turns_sentry_off(monkeypatch):
+    monkeypatch.setenv("SENTRY_DSN", "")
+    assert load_settings().sentry_dsn is None
 
 
 def test_scrubbing_filters_headers_body_query_and_client_address():

@@ -18,6 +18,11 @@ def test_a_request_id_is_made_when_none_is_sent(client):
     assert first != second
 
 
+@pytest.mark.parametrize("safe", ["a" * 128, "AZaz09._:-", "7"])
+def test_a_request_id_up_to_128_safe_characters_is_kept(client, safe):
+    assert client.get("/", headers={"X-Request-ID": safe}).headers["X-Request-ID"] == safe
+
+
 @pytest.mark.parametrize(
     "unsafe",
     ["a" * 129, "id with spaces", "id\tforged", "<script>", 'id"quote', "id%0aforged", ""],

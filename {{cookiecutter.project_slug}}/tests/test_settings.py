@@ -1,14 +1,19 @@
+import re
+
 import pytest
 
 from {{ cookiecutter.package_name }} import settings as settings_module
 from {{ cookiecutter.package_name }}.settings import (
     SERVICE_NAME,
+    Settings,
     SettingsError,
     exit_on_bad_settings,
     load_settings,
     server_settings,
     settings_for_server,
 )
+
+from .conftest import PROJECT_DIR
 
 
 def test_defaults_come_from_the_template_answers():
@@ -17,6 +22,13 @@ def test_defaults_come_from_the_template_answers():
     assert settings.log_format == "{{ cookiecutter.log_format }}"
     assert settings.log_rotation == "{{ cookiecutter.log_rotation }}"
     assert settings.log_retention == "{{ cookiecutter.log_retention_days }} days"
+
+
+def test_env_example_documents_every_setting_with_its_default():
+    example = PROJECT_DIR / ".env.example"
+    assert Settings(_env_file=example) == Settings(_env_file=None)
+    documented = set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", example.read_text(), re.MULTILINE))
+    assert {name.upper() for name in Settings.model_fields} <= documented
 
 
 def test_values_are_read_from_the_environment(monkeypatch):
