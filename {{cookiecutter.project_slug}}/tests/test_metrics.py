@@ -1,5 +1,10 @@
+import contextlib
+import os
 import re
+import signal
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +22,9 @@ def sample(metrics_text: str, name: str, **labels: str) -> float:
     """The value of one series, 0 when it does not exist yet."""
     total = 0.0
     for line in metrics_text.splitlines():
-        match = re.match(name + r"\{(.*)\} (\S+)$", line)
-        if match and all(f'{key}="{value}"' in match.group(1) for key, value in labels.items()):
+        match = re.match(name + r"(?:\{(.*)\})? (\S+)$", line)
+        found_labels = (match.group(1) or "") if match else ""
+        if match and all(f'{key}="{value}"' in found_labels for key, value in labels.items()):
             total += float(match.group(2))
     return total
 
@@ -182,3 +188,62 @@ def test_each_gunicorn_worker_reports_its_cpu_and_memory(gunicorn):
             time.sleep(0.2)
         assert len(values) == 2, name
         assert str(server.process.pid) not in values  # the master serves nothing
+
+
+def worker_pids(server) -> set[str]:
+    master = server.process.pid
+    return set(Path(f"/proc/{master}/task/{master}/children").read_text().split())
+
+
+def wait_for_new_workers(server, count: int, gone: set[str]) -> set[str]:
+    """The pids of `count` workers, none of them in `gone`, once they all report."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        pids = worker_pids(server)
+        reporting = set(worker_values(server, "process_worker_resident_memory_bytes"))
+        if len(pids) == count and not pids & gone and pids <= reporting:
+            return pids
+        time.sleep(0.1)
+    raise AssertionError(f"{count} new workers did not start and report within 20 s")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_workers_killed_mid_request_leave_no_series_behind(gunicorn):
+    server = gunicorn(workers=2)
+    first = wait_for_new_workers(server, 2, gone=set())
+    slow = threading.Thread(target=get_cut_off, args=(f"{server.url}/api/slow?ms=2000",))
+    slow.start()
+    deadline = time.monotonic() + 20
+    while sample(scrape_server(server), "flask_http_requests_in_flight") < 1:
+        assert time.monotonic() < deadline, "the slow request never started"
+        time.sleep(0.05)
+    for pid in first:
+        os.kill(int(pid), signal.SIGKILL)
+    slow.join()
+
+    second = wait_for_new_workers(server, 2, gone=first)
+    text = scrape_server(server)
+    for name in ("process_worker_cpu_seconds_total", "process_worker_resident_memory_bytes"):
+        assert set(worker_values(server, name)) == second, name
+    assert sample(text, "flask_http_requests_in_flight") == 0
+
+
+def test_a_restart_with_the_same_metrics_directory_starts_from_zero(gunicorn, tmp_path):
+    metrics_dir = str(tmp_path / "metrics")
+    for run in range(2):
+        server = gunicorn(workers=2, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+        for _ in range(5):
+            assert get(f"{server.url}/api/items/1")[0] == 200
+        text = scrape_server(server)
+        assert sample(text, "flask_http_request_total", status="200") == 5, f"run {run + 1}"
+        server.stop()
+
+
+def get_cut_off(url: str) -> None:
+    """A request whose worker is killed: the connection breaks."""
+    with contextlib.suppress(OSError):
+        get(url)
+
+
+def scrape_server(server) -> str:
+    return get(f"{server.url}/metrics")[2].decode()
