@@ -17,7 +17,9 @@ MANIFEST = {
     ],
     "use_prometheus": [
         "src/{package}/observability/metrics.py",
+        "src/{package}/observability/metrics_store.py",
         "tests/test_metrics.py",
+        "tests/test_metrics_store.py",
         "tests/test_alerts.py",
         "monitoring/prometheus",
         "monitoring/alertmanager",

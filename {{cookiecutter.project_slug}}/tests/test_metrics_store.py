@@ -1,0 +1,138 @@
+"""The multiprocess metrics directory: dead workers' files folded into archives, totals kept."""
+
+import fcntl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from {{ cookiecutter.package_name }}.observability import metrics_store
+
+from .conftest import get
+from .test_metrics import sample
+
+# A worker of its own: prometheus_client in multiprocess mode, one sample of each kind.
+WRITER = """
+import os, sys
+from prometheus_client import Counter, Gauge, Histogram
+
+n = int(sys.argv[1])
+Counter("jobs", "Jobs done", ["queue"]).labels("mail").inc(n)
+Histogram("job_seconds", "Job time", buckets=(1, 3)).observe(n)
+for mode in ("sum", "min", "max", "mostrecent"):
+    Gauge(f"depth_{mode}", "Queue depth", multiprocess_mode=mode).set(n)
+print(os.getpid())
+"""
+
+
+def run_worker(directory: Path, n: int) -> int:
+    finished = subprocess.run(
+        [sys.executable, "-c", WRITER, str(n)],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    return int(finished.stdout)
+
+
+def scrape_directory(directory: Path) -> list[str]:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return sorted(generate_latest(registry).decode().splitlines())
+
+
+def files_of(directory: Path) -> set[str]:
+    return {path.name for path in directory.glob("*.db")}
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still false after {timeout} s"
+        time.sleep(0.01)
+
+
+def someone_waits_for(lock_file: Path) -> bool:
+    """Whether a process waits for a lock on this file: Linux lists waiters with `->`."""
+    inode = f":{lock_file.stat().st_ino}"
+    lines = Path("/proc/locks").read_text().splitlines()
+    return any("->" in line and any(f.endswith(inode) for f in line.split()) for line in lines)
+
+
+needs_proc_locks = pytest.mark.skipif(
+    not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks"
+)
+
+
+def test_folding_dead_workers_keeps_every_total_and_removes_their_files(tmp_path):
+    first, second, live = (run_worker(tmp_path, n) for n in (2, 5, 3))
+    before = scrape_directory(tmp_path)
+    assert 'jobs_total{queue="mail"} 10.0' in before
+    assert "depth_min 2.0" in before and "depth_mostrecent 3.0" in before
+
+    metrics_store.retire_worker(first, str(tmp_path))
+    metrics_store.retire_worker(second, str(tmp_path))
+
+    assert scrape_directory(tmp_path) == before
+    kinds = {"counter", "histogram", "gauge_sum", "gauge_min", "gauge_max", "gauge_mostrecent"}
+    archives = {f"{kind}_archive.db" for kind in kinds}
+    assert files_of(tmp_path) == archives | {f"{kind}_{live}.db" for kind in kinds}
+
+
+def test_a_scrape_skips_a_file_that_a_starting_worker_has_not_sized_yet(tmp_path):
+    run_worker(tmp_path, 4)
+    before = scrape_directory(tmp_path)
+    (tmp_path / "counter_999999.db").touch()  # as MmapedDict opens it, before it truncates
+    registry = CollectorRegistry()
+    metrics_store.LockedMultiProcessCollector(registry, path=str(tmp_path))
+    assert sorted(generate_latest(registry).decode().splitlines()) == before
+
+
+@needs_proc_locks
+def test_a_fold_waits_for_a_scrape_in_progress(tmp_path):
+    dead = run_worker(tmp_path, 1)
+    dead_files = files_of(tmp_path)
+    lock_file = tmp_path / metrics_store.LOCK_FILE
+    with metrics_store.locked_for_scrape(str(tmp_path)):
+        fold = threading.Thread(target=metrics_store.retire_worker, args=(dead, str(tmp_path)))
+        fold.start()
+        wait_until(lambda: someone_waits_for(lock_file) or not fold.is_alive())
+        assert fold.is_alive(), "the fold went ahead during a scrape"
+        assert files_of(tmp_path) == dead_files
+    fold.join(timeout=10)
+    assert not any(name.endswith(f"_{dead}.db") for name in files_of(tmp_path))
+
+
+@needs_proc_locks
+def test_a_scrape_waits_for_a_fold_in_progress(gunicorn, tmp_path):
+    directory = tmp_path / "metrics"
+    server = gunicorn(workers=1, PROMETHEUS_MULTIPROC_DIR=str(directory))
+    answers = []
+    lock_file = directory / metrics_store.LOCK_FILE
+    with lock_file.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as the master holds it while it folds
+        scrape = threading.Thread(target=lambda: answers.append(get(f"{server.url}/metrics")))
+        scrape.start()
+        wait_until(lambda: someone_waits_for(lock_file) or answers)
+        assert answers == [], "the scrape went ahead during a fold"
+    scrape.join(timeout=10)
+    assert answers[0][0] == 200
+
+
+def test_recycled_workers_leave_exact_totals_and_no_files_behind(gunicorn, tmp_path):
+    directory = tmp_path / "metrics"
+    server = gunicorn(
+        workers=2, PROMETHEUS_MULTIPROC_DIR=str(directory), GUNICORN_CMD_ARGS="--max-requests 3"
+    )
+    for item_id in range(24):  # eight workers or more, each replaced after 3 requests
+        assert get(f"{server.url}/api/items/{item_id}")[0] == 200
+    text = get(f"{server.url}/metrics")[2].decode()
+    assert sample(text, "flask_http_request_total", status="200") == 24
+    assert sample(text, "flask_http_request_duration_seconds_count", status="200") == 24
+    pids = {name.rpartition("_")[2] for name in files_of(directory)} - {"archive.db"}
+    assert len(pids) <= 2  # the live workers' files; the dead ones' are in the archives
+    assert files_of(directory) >= {"counter_archive.db", "histogram_archive.db"}
