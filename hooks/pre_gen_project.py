@@ -9,6 +9,7 @@ import keyword
 import math
 import re
 import sys
+import unicodedata
 
 SLUG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 PACKAGE = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -33,6 +34,8 @@ CHOICES = {
 }
 SWITCHES = ("file_logging", "use_sentry", "use_prometheus", "use_grafana", "use_docker",
             "use_github_actions")  # fmt: skip
+# Free text that the filters of local_extensions.py escape for each file: one line each.
+FREE_TEXT = ("project_name", "description", "author_name", "author_email")
 MAX_SLUG_LENGTH = 63  # a DNS label: container, Kubernetes and Prometheus job names
 # The fast burn-rate alert fires at 14.4 times the error budget: below 93.1 % that would
 # need more than 100 % of requests to fail, and the alert could never fire.
@@ -42,12 +45,26 @@ SLO_TARGET_RANGE = (93.1, 99.999)
 def problems_with(answers: dict) -> list[str]:
     """Every reason these answers cannot make a working project."""
     return [
+        *_free_text_problems(answers),
         *_name_problems(answers),
         *_metadata_problems(answers),
         *_logging_problems(answers),
         *_switch_problems(answers),
         *_alerting_problems(answers),
     ]
+
+
+def _free_text_problems(answers: dict) -> list[str]:
+    return [
+        f"{name} {answers[name]!r} holds a line break or another control character "
+        f"(U+{ord(control):04X}): write it on one line"
+        for name in FREE_TEXT
+        if (control := _first_control_character(str(answers[name])))
+    ]
+
+
+def _first_control_character(text: str) -> str | None:
+    return next((char for char in text if unicodedata.category(char) == "Cc"), None)
 
 
 def _name_problems(answers: dict) -> list[str]:

@@ -24,6 +24,9 @@ REFUSED = {
     "slo-target-too-low": {"slo_availability_target": "90"},
     "error-ratio-as-percent": {"alert_error_ratio_threshold": "5"},
     "latency-not-a-number": {"alert_latency_p99_seconds": "one second"},
+    "description-on-two-lines": {"description": "first line\nsecond line"},
+    "author-with-a-tab": {"author_name": "Ada\tLovelace"},
+    "name-with-a-control-character": {"project_name": "Bell\x07 Service"},
 }
 # Values outside a choice list or a yes/no: cookiecutter itself refuses them, saying why.
 REFUSED_BY_COOKIECUTTER = {

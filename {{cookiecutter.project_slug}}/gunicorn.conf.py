@@ -1,4 +1,4 @@
-"""gunicorn settings for {{ cookiecutter.project_name }}.
+"""gunicorn settings for {{ cookiecutter.project_name | docstring_text }}.
 
 This file runs in the gunicorn master, before any worker is forked (and again on HUP).
 It reads the service settings, so a bad value stops the service here with one line,
@@ -25,7 +25,9 @@ from {{ cookiecutter.package_name }}.observability.logging import (
     GunicornLogger,
     configure_logging,
 )
-from {{ cookiecutter.package_name }}.observability.timeouts import end_timed_out_request
+from {{ cookiecutter.package_name }}.observability.timeouts import (
+    end_timed_out_request,
+)
 from {{ cookiecutter.package_name }}.settings import settings_for_server
 
 settings = settings_for_server(apply=configure_logging)

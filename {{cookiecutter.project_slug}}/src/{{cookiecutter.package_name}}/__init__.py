@@ -1,1 +1,1 @@
-"""{{ cookiecutter.description }}"""
+"""{{ cookiecutter.description | docstring_text }}"""
