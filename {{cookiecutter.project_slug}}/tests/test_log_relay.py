@@ -9,6 +9,7 @@ import pytest
 from loguru import logger
 
 from {{ cookiecutter.package_name }}.observability.log_relay import (
+    MAX_DATAGRAM,
     LogRelay,
     forward_logs_to_master,
 )
@@ -93,3 +94,42 @@ def test_a_worker_killed_while_logging_does_not_block_the_others(master):
     relay.stop()
     messages = [record["message"] for record in file_records(settings)]
     assert [m for m in messages if m.startswith("after")] == [f"after {n}" for n in range(100)]
+
+
+def test_a_record_too_large_for_a_datagram_reaches_the_file_cut_short(master, capfd):
+    settings, relay = master
+    worker = fork_worker(
+        settings, relay, lambda: logger.bind(size="huge").info("z" * (2 * MAX_DATAGRAM))
+    )
+    assert wait_for_exit(worker)
+    relay.stop()
+    [record] = [record for record in file_records(settings) if record.get("size") == "huge"]
+    cut = 2 * MAX_DATAGRAM - record["message"].count("z")
+    assert record["message"].endswith(f"[...{cut} characters cut by the log relay]")
+    assert "log relay:" not in capfd.readouterr().err
+
+
+def test_sinks_rebuilt_while_workers_log_lose_no_line_and_repeat_none(master):
+    settings, relay = master
+
+    def log_lines():
+        for number in range(1000):
+            logger.bind(worker=os.getpid()).info("line {}", number)
+
+    workers = [fork_worker(settings, relay, log_lines) for _ in range(3)]
+    reconfigure = relay.paused(configure_logging)  # what gunicorn.conf.py runs on HUP
+    rebuilt = 0
+    running = set(workers)
+    deadline = time.monotonic() + 30
+    while running:
+        assert time.monotonic() < deadline, "the workers did not finish"
+        reconfigure(settings)
+        rebuilt += 1
+        running -= {pid for pid in running if os.waitpid(pid, os.WNOHANG)[0] == pid}
+    relay.stop()
+
+    records = [record for record in file_records(settings) if "worker" in record]
+    assert rebuilt > 1
+    for pid in workers:
+        numbers = [int(r["message"].split()[1]) for r in records if r["worker"] == pid]
+        assert numbers == list(range(1000)), "each worker's lines arrive once and in order"

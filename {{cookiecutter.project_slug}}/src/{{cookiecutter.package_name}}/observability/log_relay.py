@@ -14,6 +14,7 @@ import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
@@ -23,6 +24,7 @@ from .logging import line_renderers
 
 # The largest datagram a default Linux socket buffer takes whole, with room to spare.
 MAX_DATAGRAM = 200 * 1024
+CUT_MARK = " [...{} characters cut by the log relay]"
 
 _relay: "LogRelay | None" = None
 
@@ -35,13 +37,25 @@ class LogRelay:
         self.address = str(self._folder / "relay.sock")
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self.address)
+        self._writing = threading.Lock()
         self._thread = threading.Thread(target=self._write_lines, name="log-relay", daemon=True)
         self._thread.start()
 
     def _write_lines(self) -> None:
         while datagram := self._socket.recv(MAX_DATAGRAM):
             level, lines = json.loads(datagram)
-            logger.bind(_relayed=lines).log(level, "")
+            with self._writing:
+                logger.bind(_relayed=lines).log(level, "")
+
+    def paused(self, configure: Callable[[Settings], None]) -> Callable[[Settings], None]:
+        """`configure`, run between two relayed lines: the sinks it swaps (on HUP) then miss
+        none and write none twice, and lines sent meanwhile wait in the socket."""
+
+        def configure_paused(settings: Settings) -> None:
+            with self._writing:
+                configure(settings)
+
+        return configure_paused
 
     def stop(self) -> None:
         """Write everything already sent, then close: the workers have exited by now."""
@@ -88,11 +102,42 @@ def _pack(record: dict, renderers: dict) -> str:
 
 def _send(sender: socket.socket, message: str) -> None:
     datagram = message.encode("utf-8")
+    if len(datagram) > MAX_DATAGRAM:
+        datagram = _cut_to_fit(message)
     try:
-        if len(datagram) > MAX_DATAGRAM:
-            raise OSError(f"a log record of {len(datagram)} bytes is too large for the relay")
         sender.send(datagram)
     except OSError as error:
-        # The master is gone or the record too large: stderr still reaches the operator.
+        # The master is gone: stderr still reaches the operator.
         _, lines = json.loads(message)
         sys.stderr.write(f"log relay: {error}\n{lines['console']}")
+
+
+def _cut_to_fit(message: str) -> bytes:
+    """A record too large for one datagram, with its longest values cut, each with a mark
+    that says how much: every line stays whole (JSON stays JSON) and reaches the master."""
+    level, lines = json.loads(message)
+    limit = MAX_DATAGRAM // (2 * len(lines))
+    while True:
+        cut = {destination: _cut_line(line, limit) for destination, line in lines.items()}
+        datagram = json.dumps([level, cut]).encode("utf-8")
+        if len(datagram) <= MAX_DATAGRAM:
+            return datagram
+        limit //= 2
+
+
+def _cut_line(line: str, limit: int) -> str:
+    try:
+        fields = json.loads(line)
+    except ValueError:  # a text line
+        return _cut_text(line.rstrip("\n"), limit) + "\n"
+    share = limit // max(1, len(fields))
+    for key, value in fields.items():
+        if isinstance(value, str) and len(value) > share:
+            fields[key] = _cut_text(value, share)
+    return json.dumps(fields, default=str) + "\n"
+
+
+def _cut_text(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + CUT_MARK.format(len(text) - limit)
