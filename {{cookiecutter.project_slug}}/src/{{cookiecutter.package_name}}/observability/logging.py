@@ -25,10 +25,16 @@ from gunicorn.glogging import Logger as GunicornBaseLogger
 from loguru import logger
 
 from ..settings import SERVICE_NAME, Settings, SettingsError
+from .log_sinks import (
+    BackgroundWriter,
+    CountLostLines,
+    LogFile,
+    Render,
+    count_nothing,
+    stderr_notices,
+)
 from .request_context import current_request_id, current_trace_id
 from .timeouts import RequestTimeout
-
-Render = Callable[[dict], str]
 
 # Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
 _RESERVED_EXTRA = {"request_id", "trace_id", "_logger", "_line", "_relayed", "_packed"}
@@ -36,16 +42,20 @@ _RESERVED_EXTRA = {"request_id", "trace_id", "_logger", "_line", "_relayed", "_p
 _configured = False
 
 
-def configure_logging(settings: Settings) -> None:
-    """(Re)build every sink from the settings; safe to call again (gunicorn re-runs it on HUP)."""
+def configure_logging(settings: Settings, count_lost_lines: CountLostLines = count_nothing) -> None:
+    """(Re)build every sink from the settings; safe to call again (gunicorn re-runs it on HUP,
+    with the relay paused: see LogRelay.paused). Lines a sink drops or cannot write are
+    reported to `count_lost_lines`."""
     global _configured
     logger.remove()
     logger.configure(extra={"request_id": "-", "trace_id": "-"}, patcher=_add_request_context)
     for destination, render in line_renderers(settings).items():
+        line_format = _as_format(render, destination)
         if destination == "console":
-            logger.add(sys.stdout, level=settings.log_level, format=_as_format(render, "console"))
+            console = _console(sys.stdout, count_lost_lines)
+            logger.add(console, level=settings.log_level, format=line_format)
         else:
-            _add_file_sink(settings, _as_format(render, "file"))
+            _add_file_sink(settings, line_format, render, count_lost_lines)
     _route_stdlib_logging(settings)
     _configured = True
 
@@ -76,19 +86,34 @@ def _as_format(render: Render, destination: str):
     return format_record
 
 
-def _add_file_sink(settings: Settings, line_format) -> None:
+def _console(stream, count_lost_lines: CountLostLines):
+    """A stream with a file descriptor (a pipe, a terminal) can block on its reader: it is
+    written from a thread of its own. An in-memory one (a test's capture) cannot."""
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return stream
+    return BackgroundWriter(
+        stream, "console", count_lost_lines=count_lost_lines, notices=stderr_notices()
+    )
+
+
+def _add_file_sink(
+    settings: Settings, line_format, render: Render, count_lost_lines: CountLostLines
+) -> None:
     log_file = Path(settings.log_file)
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        logger.add(
+        sink = LogFile(
             log_file,
-            level=settings.log_level,
-            format=line_format,
+            render,
+            count_lost_lines,
             rotation=settings.log_rotation,
             retention=_retention(settings.log_retention),
             compression=_compress_in_background(settings.log_compression),
             encoding="utf-8",
         )
+        logger.add(sink, level=settings.log_level, format=line_format)
     except (OSError, ValueError) as error:
         raise SettingsError(f"invalid setting LOG_FILE={str(log_file)!r}: {error}") from None
 

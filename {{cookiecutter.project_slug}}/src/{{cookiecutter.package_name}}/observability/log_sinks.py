@@ -1,0 +1,270 @@
+"""Log sinks that keep the service answering when a log destination misbehaves.
+
+Under gunicorn the master writes the lines of every worker (see log_relay.py): a sink
+that waits makes the workers wait, and every request with them. So:
+- the console is written by a thread of its own. A stuck reader (a stalled collector, a
+  blocked container logging driver, a terminal paused with Ctrl-S) holds up no caller:
+  lines wait in a buffer of CONSOLE_BUFFER_BYTES, and those that do not fit are dropped;
+- the log file is loguru's rotating file, guarded: a line that cannot be written (a full
+  disk) is counted as lost, and the next line tries again.
+Each says on stderr when lines start being lost and when writing resumes, with how many
+were lost, and reports every lost line to `count_lost_lines` (a metric, when wired).
+"""
+
+import errno
+import os
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
+from functools import partial
+from pathlib import Path
+from typing import TextIO
+
+from loguru import logger
+
+# loguru's file sink, with its rotation, retention and compression: logger.add() offers
+# no way to handle its write errors but a traceback on stderr for every failing line.
+from loguru._file_sink import FileSink
+
+CountLostLines = Callable[[str, str, int], None]  # sink, reason, number of lines
+Render = Callable[[dict], str]
+
+# About two seconds of lines at a thousand lines a second.
+CONSOLE_BUFFER_BYTES = 1024 * 1024
+NOTICES_BUFFER_BYTES = 64 * 1024
+# How long stop() waits for a writer that makes no progress.
+STUCK_AFTER_SECONDS = 0.05
+# Free space a full disk must have again before the file is tried: a few freed bytes would
+# take a line or two, then fail again, and each time say so.
+ROOM_TO_RESUME_BYTES = 256 * 1024
+
+
+def count_nothing(sink: str, reason: str, lines: int) -> None:
+    """Without metrics, the notices on stderr still say how many lines were lost."""
+
+
+class BackgroundWriter:
+    """Writes lines to a stream from a thread of its own: a caller never waits for the reader.
+
+    Lines wait in a buffer of `capacity` characters; while it is full, new ones are
+    dropped. The first drop and the end of an episode are told to `notices`.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        name: str,
+        capacity: int = CONSOLE_BUFFER_BYTES,
+        count_lost_lines: CountLostLines = count_nothing,
+        notices: "BackgroundWriter | None" = None,
+    ):
+        self._stream = stream
+        self._name = name
+        self._capacity = capacity
+        self._count_lost_lines = count_lost_lines
+        self._notices = notices
+        self._changed = threading.Condition()
+        self._pending: deque[str] = deque()
+        self._pending_size = 0
+        self._unwritten = 0  # pending, plus the batch being written
+        self._written = 0
+        self._dropped = 0  # in the current episode
+        self._stopping = False
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._write_pending, name=f"log-{name}", daemon=True)
+
+    def write(self, line: str) -> None:
+        if os.getpid() != self._pid:
+            # A forked child (a gunicorn worker before post_fork): the thread stayed behind.
+            self._stream.write(line)
+            self._stream.flush()
+            return
+        with self._changed:
+            if self._pending_size + len(line) > self._capacity:
+                why = f"it is not read fast enough, a buffer of {self._capacity} bytes is full"
+                self._drop(1, "buffer_full", why)
+                return
+            self._pending.append(line)
+            self._pending_size += len(line)
+            self._unwritten += 1
+            if self._thread.ident is None:
+                self._thread.start()  # at the first line: most notices writers never need one
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        """Write what is buffered while the stream takes it; give up once it stops moving.
+
+        The thread goes on writing what is left, should the reader come back, then ends."""
+        if os.getpid() != self._pid:
+            return  # the parent's thread and buffer are the parent's to finish
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+            while self._unwritten and self._thread.is_alive():
+                moved = partial(self._moved_since, self._written)
+                if not self._changed.wait_for(moved, STUCK_AFTER_SECONDS):
+                    break  # the reader is stuck
+        if self._thread.ident is None and self._notices is not None:
+            self._notices.stop()  # no thread ever started to do it
+
+    def _moved_since(self, written: int) -> bool:
+        return self._written != written or not self._unwritten
+
+    def _write_pending(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending or self._stopping)
+                if not self._pending:
+                    break
+                batch, lines = "".join(self._pending), len(self._pending)
+                self._pending.clear()
+                self._pending_size = 0
+            self._write_batch(batch, lines)
+        if self._notices is not None:
+            self._notices.stop()  # after the last notice this writer can give
+
+    def _write_batch(self, batch: str, lines: int) -> None:
+        try:
+            self._stream.write(batch)
+            self._stream.flush()
+            error = None
+        except (OSError, ValueError) as failure:  # ValueError: the stream was closed
+            error = failure
+        with self._changed:
+            if error is not None:
+                self._drop(lines, "write_error", f"it cannot be written: {error}")
+            elif self._dropped and not self._pending:
+                self._notify(f"writing {self._name} again, {self._dropped} lines were dropped")
+                self._dropped = 0
+            self._unwritten -= lines
+            self._written += lines
+            self._changed.notify_all()
+
+    def _drop(self, lines: int, reason: str, why: str) -> None:
+        if not self._dropped:
+            self._notify(f"dropping lines to {self._name}: {why}")
+        self._dropped += lines
+        self._count_lost_lines(self._name, reason, lines)
+
+    def _notify(self, text: str) -> None:
+        if self._notices is not None:
+            self._notices.write(f"logging: {text}\n")
+
+
+def stderr_notices() -> BackgroundWriter:
+    """Notices about the sinks; stderr may be stuck as well (the same pipe as stdout, say)."""
+    return BackgroundWriter(sys.stderr, "stderr", capacity=NOTICES_BUFFER_BYTES)
+
+
+class LogFile:
+    """loguru's rotating log file, which a full disk does not stop.
+
+    A line that cannot be written is counted as lost. The file is then reopened for the
+    next line, so that the bytes that failed, which Python still buffers, are dropped
+    rather than written late, and a line cut short on the disk is taken out.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        render: Render,
+        count_lost_lines: CountLostLines = count_nothing,
+        notices: BackgroundWriter | None = None,
+        **file_options,
+    ):
+        self._path = path
+        self._render = render
+        self._options = file_options
+        self._count_lost_lines = count_lost_lines
+        self._notices = notices or stderr_notices()
+        self._file: FileSink | None = FileSink(path, **file_options)
+        self._lost = 0
+        self._reason = ""
+
+    def write(self, line: str) -> None:
+        if self._reason == "no_space" and not _has_room(self._path.parent):
+            self._count_lost_line()
+            return
+        try:
+            self._write(line)
+        except OSError as error:
+            self._lose(error)
+
+    def stop(self) -> None:
+        with suppress(OSError):  # a full disk: the lines it held are lost with it
+            if self._file is not None:
+                self._file.stop()
+        self._notices.stop()
+
+    def _write(self, line) -> None:
+        if self._file is None:
+            _cut_partial_last_line(self._path)
+            self._file = FileSink(self._path, **self._options)
+        if self._lost:
+            self._file.write(self._render(_resumed_record(line.record, self._lost, self._reason)))
+            self._notices.write(
+                f"logging: writing {self._path} again, {self._lost} lines were lost\n"
+            )
+            self._lost = 0
+            self._reason = ""
+        self._file.write(line)
+
+    def _lose(self, error: OSError) -> None:
+        # Dropping the file object closes it, discarding what it still buffers.
+        self._file = None
+        if not self._lost:
+            self._reason = (
+                "no_space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "write_error"
+            )
+            self._notices.write(
+                f"logging: cannot write {self._path}, its lines are lost until it works: {error}\n"
+            )
+        self._count_lost_line()
+
+    def _count_lost_line(self) -> None:
+        self._lost += 1
+        self._count_lost_lines("file", self._reason, 1)
+
+
+def _resumed_record(record: dict, lost: int, reason: str) -> dict:
+    """The line that tells, in the file itself, how many lines are missing before it."""
+    return {
+        **record,
+        "level": logger.level("WARNING"),
+        "message": f"log file writable again, {lost} lines were lost ({reason})",
+        "name": __name__,
+        "exception": None,
+        "extra": {"request_id": "-", "trace_id": "-", "_logger": __name__, "log.lines_lost": lost},
+    }
+
+
+def _has_room(folder: Path) -> bool:
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return True  # the next write tells
+    return stats.f_bavail * stats.f_frsize >= ROOM_TO_RESUME_BYTES
+
+
+def _cut_partial_last_line(path: Path) -> None:
+    """A line cut short by a full disk would run into the next one: take it out."""
+    try:
+        with open(path, "r+b") as file:
+            end = file.seek(0, os.SEEK_END)
+            position = end
+            while position > 0:
+                start = max(0, position - 64 * 1024)
+                file.seek(start)
+                chunk = file.read(position - start)
+                if position == end and chunk.endswith(b"\n"):
+                    return
+                newline = chunk.rfind(b"\n")
+                if newline >= 0:
+                    file.truncate(start + newline + 1)
+                    return
+                position = start
+            file.truncate(0)
+    except FileNotFoundError:
+        pass
