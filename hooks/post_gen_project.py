@@ -6,6 +6,7 @@ idempotent: a path already gone is skipped, so the hook can run again safely.
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,17 +70,41 @@ def remove_empty_folders(project_dir: Path, relative_paths: list[str]) -> None:
 
 
 def record_answers(project_dir: Path, context: dict) -> None:
-    """Keep the answers as a replay file.
+    """Keep the answers as a replay file, with the template and the commit it was at.
 
-    `cookiecutter --replay-file .cookiecutter.json <template>` makes the project again.
+    `cookiecutter --replay-file .cookiecutter.json <template>` makes the project again;
+    `cruft link` or `cruft update` (see the template's README) bring template changes in.
     """
     answers = {
         key: value
         for key, value in context.items()
-        if not key.startswith("_") or key == "_template"
+        if not key.startswith("_") or key in ("_template", "_commit")
     }
+    commit = context.get("_commit") or template_commit(context.get("_repo_dir"))
+    if commit:
+        answers["_commit"] = commit
     text = json.dumps({"cookiecutter": answers}, indent=2, sort_keys=True) + "\n"
     (project_dir / ANSWERS_FILE).write_text(text, encoding="utf-8")
+
+
+def template_commit(repo_dir: str | None) -> str | None:
+    """The commit of the template's git checkout; None for a template that is not one."""
+    if not repo_dir:
+        return None
+    try:
+        top = _git(repo_dir, "rev-parse", "--show-toplevel")
+        head = _git(repo_dir, "rev-parse", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    # A template folder inside some other repository is not that repository's commit.
+    return head if Path(top).resolve() == Path(repo_dir).resolve() else None
+
+
+def _git(repo_dir: str, *arguments: str) -> str:
+    command = ["git", "-C", repo_dir, *arguments]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=30, check=True
+    ).stdout.strip()
 
 
 def next_steps(answers: dict) -> str:

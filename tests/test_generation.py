@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from cookiecutter.main import cookiecutter
 
 from hooks.post_gen_project import MANIFEST
 
-from .conftest import SUPPORTED, bake, unrendered_jinja
+from .conftest import SUPPORTED, TEMPLATE_DIR, bake, unrendered_jinja
 
 COMBINATIONS = [pytest.param(name, id=name) for name in SUPPORTED]
 # Words that betray a component; the answers file names every switch, so it is skipped.
@@ -91,7 +92,9 @@ def test_answers_are_recorded_for_replay(cookies_session, tmp_path):
     recorded = json.loads(answers_file.read_text())["cookiecutter"]
     assert recorded["project_name"] == "Billing API"
     assert recorded["package_name"] == "billing"
-    assert not any(key.startswith("_") and key != "_template" for key in recorded)
+    assert not any(key.startswith("_") and key not in ("_template", "_commit") for key in recorded)
+    head = ["git", "-C", str(TEMPLATE_DIR), "rev-parse", "HEAD"]
+    assert recorded["_commit"] == subprocess.check_output(head, text=True).strip()
 
     replayed = Path(
         cookiecutter(recorded["_template"], replay=str(answers_file), output_dir=str(tmp_path))
