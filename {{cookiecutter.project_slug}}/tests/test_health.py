@@ -1,11 +1,15 @@
+import re
+from datetime import UTC, datetime
+
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability.health import (
     register_readiness_check,
 )
 
-from .conftest import make_settings
+from .conftest import capture_log_records, make_settings
 
 HEALTH_JSON = "application/health+json"
+UTC_TIME_IN_SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00")
 
 
 def test_liveness_passes(client):
@@ -62,3 +66,49 @@ def test_a_drain_file_takes_the_instance_out_of_rotation(tmp_path):
     assert client.get("/livez").status_code == 200
     drain_file.unlink()
     assert client.get("/readyz").status_code == 200
+
+
+def test_each_check_reports_its_status_time_and_why_it_failed(app, client, capsys):
+    def database():
+        raise ConnectionError("database unreachable")
+
+    log_records = capture_log_records(capsys)
+    register_readiness_check(app, "cache", lambda: None)
+    register_readiness_check(app, "queue", lambda: False)
+    register_readiness_check(app, "database", database)
+    before = datetime.now(UTC).replace(microsecond=0)
+    response = client.get("/readyz")
+    after = datetime.now(UTC)
+
+    assert response.status_code == 503
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    assert body["status"] == "fail"
+    assert sorted(body["checks"]) == ["cache", "database", "queue"]
+    for name, results in body["checks"].items():
+        assert len(results) == 1, name
+        assert UTC_TIME_IN_SECONDS.fullmatch(results[0]["time"]), results[0]["time"]
+        assert before <= datetime.fromisoformat(results[0]["time"]) <= after
+    results = {name: {**results[0], "time": None} for name, results in body["checks"].items()}
+    assert results == {
+        "cache": {"status": "pass", "time": None},
+        "queue": {"status": "fail", "time": None, "output": "check returned False"},
+        "database": {
+            "status": "fail",
+            "time": None,
+            "output": "ConnectionError: database unreachable",
+        },
+    }
+    warnings = [record for record in log_records() if record["log.level"] == "warning"]
+    assert [record["message"] for record in warnings] == [
+        "readiness check database failed: database unreachable"
+    ]
+
+
+def test_readiness_with_passing_checks_lists_them(app, client):
+    register_readiness_check(app, "cache", lambda: None)
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.get_json()["status"] == "pass"
+    assert response.get_json()["checks"]["cache"][0]["status"] == "pass"
