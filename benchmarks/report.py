@@ -105,6 +105,23 @@ def scrape_report(rows: list[dict]) -> str:
     )
 
 
+def churn_report(result: dict) -> str:
+    fresh, after = result["fresh"], result["after"]
+    counted = result["requests_counted"]
+    exact = "yes" if result["totals_exact"] else "NO"
+    return (
+        f"Worker churn ({result['workers']} workers, --max-requests {result['max_requests']}, "
+        f"{result['replacements']:,} replacements in {result['load_seconds']} s):\n"
+        f"  files in PROMETHEUS_MULTIPROC_DIR: {fresh['files']} fresh, {after['files']} after\n"
+        f"  /metrics median (max) of 20 scrapes: {fresh['scrape_median_ms']} "
+        f"({fresh['scrape_max_ms']}) ms fresh, {after['scrape_median_ms']} "
+        f"({after['scrape_max_ms']}) ms after\n"
+        f"  totals exact: {exact} ({result['requests_sent']:,} requests sent, answered "
+        f"{result['requests_answered']}; counted {counted['request_total']:,} by the request "
+        f"counter, {counted['histogram_count']:,} by the histogram)"
+    )
+
+
 def logs_report(result: dict) -> str:
     return (
         f"Log throughput through the master's sinks ({result['children']} forked workers, "

@@ -4,10 +4,12 @@
 Bakes projects from this template and serves each under gunicorn on loopback, loaded by
 wrk, beside a bare Flask app (the ceiling) and the same app with OpenTelemetry; then times
 /metrics scrapes, log lines through the master's sinks, baking, and the time from
-cookiecutter to a passing generated test suite. Prints tables and writes every figure to
-benchmarks/results/latest.json. Not part of the test suite: see "Benchmark" in README.md.
+cookiecutter to a passing generated test suite, and the metrics directory through 2,000
+worker replacements. Prints tables and writes every figure to benchmarks/results/latest.json.
+Not part of the test suite: see "Benchmark" in README.md.
 
-    python3 benchmarks/run.py                      # everything, about 8 minutes
+    python3 benchmarks/run.py                      # everything, about 12 minutes
+    python3 benchmarks/run.py --sections churn --ref HEAD~3   # an older template, one part
     python3 benchmarks/run.py --sections throughput --rounds 1
     python3 benchmarks/run.py --profile full       # py-spy on one worker of one variant
     python3 benchmarks/run.py --template-patch change.diff --output benchmarks/results/change.json
@@ -24,9 +26,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from churn import run_churn
 from environment import BENCHMARKS_DIR, bake, ensure_venv, prepare_template
 from profiling import profile_worker
-from report import bake_report, logs_report, profile_report, scrape_report, throughput_report
+from report import (
+    bake_report,
+    churn_report,
+    logs_report,
+    profile_report,
+    scrape_report,
+    throughput_report,
+)
 from scrape import run_scrapes
 from serving import EnvelopeServer
 from throughput import VARIANTS_BY_NAME, Projects, run_throughput, serve
@@ -146,10 +156,17 @@ def _timed(function, *arguments) -> float:
     return time.perf_counter() - started
 
 
-SECTIONS = {"throughput": run_throughput, "scrape": run_scrapes, "logs": run_logs, "bake": run_bake}
+SECTIONS = {
+    "throughput": run_throughput,
+    "scrape": run_scrapes,
+    "churn": run_churn,
+    "logs": run_logs,
+    "bake": run_bake,
+}
 REPORTS = {
     "throughput": throughput_report,
     "scrape": scrape_report,
+    "churn": churn_report,
     "logs": logs_report,
     "bake": bake_report,
 }
