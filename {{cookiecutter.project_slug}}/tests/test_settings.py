@@ -63,6 +63,21 @@ def test_a_bad_value_is_named_in_one_line(monkeypatch, variable, value):
     assert "\n" not in message
 
 
+def test_every_bad_value_is_named_in_the_same_line(monkeypatch):
+    monkeypatch.setenv("LOG_LEVEL", "LOUD")
+    monkeypatch.setenv("PORT", "70000")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert message.startswith("invalid setting ")
+    assert "\n" not in message
+    problems = message.removeprefix("invalid setting ").split("; ")
+    assert sorted(problem.split(": ")[0] for problem in problems) == [
+        "LOG_LEVEL='LOUD'",
+        "PORT='70000'",
+    ]
+
+
 def test_entry_points_exit_with_the_message_instead_of_a_traceback(monkeypatch):
     monkeypatch.setenv("LOG_LEVEL", "LOUD")
     with pytest.raises(SystemExit) as exit_info, exit_on_bad_settings():
