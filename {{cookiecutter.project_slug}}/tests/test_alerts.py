@@ -9,8 +9,18 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from .conftest import PROJECT_DIR
+from .promql import (
+    grouping_labels,
+    known_series,
+    metric_names,
+    rules,
+    selector_labels,
+    service_job,
+    unknown_labels,
+)
 
 PROMETHEUS_DIR = PROJECT_DIR / "monitoring" / "prometheus"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
@@ -31,6 +41,10 @@ def run(tool: str, *arguments: str) -> subprocess.CompletedProcess:
 
 def alert_names() -> list[str]:
     return re.findall(r"^\s*- alert: (\w+)", ALERTS.read_text(), re.MULTILINE)
+
+
+def alerts() -> list[dict]:
+    return [rule for rule in rules() if "alert" in rule]
 
 
 def test_rules_are_valid():
@@ -80,3 +94,71 @@ def test_every_alert_links_to_its_runbook_section():
     assert links == [name.lower() for name in alert_names()]
     for label in ("severity: (page|ticket)", "summary: ", "description: "):
         assert len(re.findall(label, alerts)) == len(alert_names()), label
+
+
+def test_alerts_select_the_job_prometheus_scrapes():
+    """Renaming the scrape job in prometheus.yml would silence every alert."""
+    selected = {
+        value for rule in rules() for value in re.findall(r'\bjob\s*=~?\s*"([^"]*)"', rule["expr"])
+    }
+    assert selected == {service_job()}
+    for rule in rules():
+        assert 'job="' in rule["expr"], f"{rule.get('alert') or rule['record']} selects no job"
+
+
+def test_every_series_a_rule_reads_is_exported(client):
+    known = known_series(client).keys()
+    read = {name for rule in rules() for name in metric_names(rule["expr"])}
+    assert read - known == set()
+
+
+def test_every_label_a_rule_matches_or_groups_by_is_exported(client):
+    known = known_series(client)
+    problems = {
+        rule.get("alert") or rule["record"]: found
+        for rule in rules()
+        if (found := unknown_labels(rule["expr"], known))
+    }
+    assert problems == {}
+
+
+def route(*labels: str) -> str:
+    """The receiver Alertmanager's routing tree picks for an alert with these labels."""
+    result = run("amtool", "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
+                 *labels)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip()
+
+
+def test_each_severity_goes_to_its_receiver():
+    assert route("severity=page") == "page"
+    assert route("severity=ticket") == "ticket"
+    for alert in alerts():
+        severity = alert["labels"]["severity"]
+        labels = [f"alertname={alert['alert']}", f"job={service_job()}", f"severity={severity}"]
+        assert route(*labels) == severity, alert["alert"]
+
+
+def test_a_page_silences_the_tickets_of_its_job():
+    """amtool cannot test inhibition: the rule is read here, and tried in test_monitoring_live."""
+    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    assert {
+        (tuple(rule["source_matchers"]), tuple(rule["target_matchers"]), tuple(rule["equal"]))
+        for rule in config["inhibit_rules"]
+    } == {(('severity="page"',), ('severity="ticket"',), ("job",))}
+
+
+@pytest.mark.parametrize(
+    ("expression", "selectors", "groupings"),
+    [
+        ('sum by (le, url_rule) (rate(a_bucket{job=~"$job", x!="a{b}"}[5m]))',
+         [("a_bucket", {"job", "x"})], [({"le", "url_rule"}, {"a_bucket"})]),
+        ("sum(rate(b[5m])) without (pid) / count by (instance) (c{d=~'e'})",
+         [("c", {"d"})], [({"pid"}, {"b"}), ({"instance"}, {"c"})]),
+        ("histogram_quantile(0.99, sum by (job, le) (rate(d_bucket[5m]))) > 1",
+         [], [({"job", "le"}, {"d_bucket"})]),
+    ],
+)  # fmt: skip
+def test_labels_are_found_in_expressions(expression, selectors, groupings):
+    assert selector_labels(expression) == selectors
+    assert grouping_labels(expression) == groupings

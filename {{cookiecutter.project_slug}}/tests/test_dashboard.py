@@ -11,17 +11,11 @@ from pathlib import Path
 import pytest
 
 from .conftest import PROJECT_DIR
+from .promql import known_series, metric_names, service_job, unknown_labels
 
 DASHBOARDS = sorted((PROJECT_DIR / "monitoring" / "grafana" / "dashboards").glob("*.json"))
-ALERTS = PROJECT_DIR / "monitoring" / "prometheus" / "alerts.yml"
 # Variables Grafana defines itself.
 BUILT_IN_VARIABLES = {"__interval", "__interval_ms", "__rate_interval", "__range", "__range_s"}
-# Series that Prometheus makes, not the service.
-PROMETHEUS_SERIES = {"up"}
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
-                "or", "unless", "offset", "inf", "nan"}  # fmt: skip
-# The routes that give every metric of the service a sample, errors and exceptions included.
-SAMPLE_REQUESTS = ["/", "/api/items/1", "/api/items/5000", "/api/fail"]
 
 
 def load(path: Path) -> dict:
@@ -41,26 +35,13 @@ def targets(dashboard: dict) -> list[dict]:
     return [target for panel in panels(dashboard) for target in panel.get("targets", [])]
 
 
-def metric_names(expression: str) -> set[str]:
-    """Names of the series a PromQL expression reads."""
-    expression = re.sub(r'"(\\.|[^"\\])*"', '""', expression)  # label values
-    expression = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expression)  # matchers, ranges
-    expression = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ",
-                        expression)  # fmt: skip
-    words = re.findall(r"(?<![\w.$])([a-zA-Z_:][\w:]*)\b(?!\s*\()", expression)
-    return {word for word in words if word.lower() not in PROMQL_WORDS}
-
-
-def exported_metric_names(client) -> set[str]:
-    for path in SAMPLE_REQUESTS:
-        client.get(path)
-    text = client.get("/metrics").get_data(as_text=True)
-    samples = (line for line in text.splitlines() if line and not line.startswith("#"))
-    return {re.split(r"[{ ]", sample, maxsplit=1)[0] for sample in samples}
-
-
-def recorded_names() -> set[str]:
-    return set(re.findall(r"^\s*- record: (\S+)", ALERTS.read_text(), re.MULTILINE))
+def variable_queries(dashboard: dict) -> list[tuple[str, str]]:
+    """(selector, label) of each `label_values(selector, label)` variable."""
+    return [
+        re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]).groups()
+        for variable in dashboard["templating"]["list"]
+        if variable["type"] == "query"
+    ]
 
 
 @pytest.fixture(params=DASHBOARDS, ids=lambda path: path.name)
@@ -107,10 +88,34 @@ def test_dashboard_can_be_provisioned_and_imported(dashboard):
 
 
 def test_every_metric_queried_is_exported(dashboard, client):
-    known = exported_metric_names(client) | recorded_names() | PROMETHEUS_SERIES
+    known = known_series(client).keys()
     queried = {name for target in targets(dashboard) for name in metric_names(target["expr"])}
+    queried |= {name for query, _ in variable_queries(dashboard) for name in metric_names(query)}
     assert queried, "no metric names found: is metric_names() broken?"
     assert queried - known == set()
+
+
+def test_every_label_queried_is_exported(dashboard, client):
+    """Each label a query matches on or sums by is one its series has: a misspelt one
+    (`route` for `url_rule`) leaves a panel with one line, or none, and no error."""
+    known = known_series(client)
+    problems = {
+        target["expr"]: found
+        for target in targets(dashboard)
+        if (found := unknown_labels(target["expr"], known))
+    }
+    for selector, label in variable_queries(dashboard):
+        if found := unknown_labels(f"sum by ({label}) ({selector})", known):
+            problems[f"label_values({selector}, {label})"] = found
+    assert problems == {}
+
+
+def test_jobs_named_are_the_one_prometheus_scrapes(dashboard):
+    """The variables pick the job: a query naming one must name the service's scrape job."""
+    queries = [target["expr"] for target in targets(dashboard)]
+    queries += [variable["query"] for variable in dashboard["templating"]["list"]]
+    named = set(re.findall(r'\bjob\s*=~?\s*"([^"$]+)"', " ".join(map(str, queries))))
+    assert named <= {service_job()}
 
 
 @pytest.mark.parametrize(
