@@ -22,6 +22,9 @@ MANIFEST = {
         "tests/test_metrics.py",
         "tests/test_metrics_store.py",
         "tests/test_alerts.py",
+        "tests/test_monitoring_live.py",
+        "tests/promql.py",
+        "tests/monitoring_stack.py",
         "monitoring/prometheus",
         "monitoring/alertmanager",
         "docs/runbook.md",
@@ -29,6 +32,7 @@ MANIFEST = {
     "use_grafana": [
         "monitoring/grafana",
         "tests/test_dashboard.py",
+        "tests/test_dashboard_live.py",
     ],
     "use_docker": [
         "Dockerfile",
