@@ -9,12 +9,14 @@ and it sets up logging once for all workers.
 import os
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 # prometheus_client picks its storage when first imported: the directory must be known
 # before anything imports it. Kept across HUP reloads, which re-run this file.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
+    os.environ["METRICS_DIR_MADE_BY_SERVICE"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 {%- endif %}
 
 from {{ cookiecutter.package_name }}.observability.log_relay import (
@@ -25,14 +27,26 @@ from {{ cookiecutter.package_name }}.observability.logging import (
     GunicornLogger,
     configure_logging,
 )
+{%- if cookiecutter.use_prometheus %}
+from {{ cookiecutter.package_name }}.observability.metrics import (
+    count_lost_log_lines,
+)
+{%- endif %}
 from {{ cookiecutter.package_name }}.observability.timeouts import (
     end_timed_out_request,
 )
 from {{ cookiecutter.package_name }}.settings import settings_for_server
 
-settings = settings_for_server(apply=configure_logging)
-# The sinks live in the master; workers send it their lines (see log_relay.py).
+# The sinks live in the master; workers send it their lines (see log_relay.py). On HUP the
+# relay pauses while the sinks are rebuilt, so that no line is lost or written twice.
 log_relay = start_log_relay()
+{%- if cookiecutter.use_prometheus %}
+# Lines the master drops or cannot write (a stuck stdout, a full disk) go into /metrics.
+configure = partial(configure_logging, count_lost_lines=count_lost_log_lines)
+{%- else %}
+configure = configure_logging
+{%- endif %}
+settings = settings_for_server(apply=log_relay.paused(configure))
 
 wsgi_app = "{{ cookiecutter.package_name }}.app:create_app()"
 bind = f"0.0.0.0:{settings.port}"
@@ -58,6 +72,11 @@ def worker_abort(worker):
 def on_exit(server):
     log_relay.stop()
 {%- if cookiecutter.use_prometheus %}
+    # Only the directory made above: one given by the operator is theirs.
+    if os.environ.get("METRICS_DIR_MADE_BY_SERVICE") == os.environ["PROMETHEUS_MULTIPROC_DIR"]:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+{%- endif %}
+{%- if cookiecutter.use_prometheus %}
 
 
 def on_starting(server):
@@ -68,8 +87,8 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    """Drop a dead worker's live gauges; its counters stay in the totals."""
-    from prometheus_client import multiprocess
+    """Fold a dead worker's counts into the archive, so that its files can go."""
+    from {{ cookiecutter.package_name }}.observability import metrics_store
 
-    multiprocess.mark_process_dead(worker.pid)
+    metrics_store.retire_worker(worker.pid)
 {%- endif %}

@@ -2,20 +2,24 @@
 
 Under gunicorn, gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at an empty directory
 before anything imports prometheus_client; each worker then writes its samples to files
-there and `/metrics` adds up all workers, the dead ones included. Without gunicorn
-(development server, tests) the app keeps its own registry in memory.
+there and `/metrics` adds up all workers, the dead ones included: the master folds the files
+of a worker that exits into an archive (metrics_store.py). Without gunicorn (development
+server, tests) the app keeps its own registry in memory.
 
 Besides prometheus-flask-exporter's request metrics, the service exports:
 - `flask_http_requests_in_flight`: requests being served right now, over all workers;
 - `flask_http_request_exceptions_by_type_total`: unhandled exceptions by class and route;
 - `flask_http_request_timeouts_total`: requests ended by the worker timeout, by route;
 - `process_worker_cpu_seconds_total` and `process_worker_resident_memory_bytes`, one series
-  per live worker (label `pid`): multiprocess mode has no `process_*` metrics of its own.
+  per live worker (label `pid`): multiprocess mode has no `process_*` metrics of its own;
+- `log_lines_dropped_total`: log lines the gunicorn master dropped (`sink="console"`, a stuck
+  reader) or could not write (`sink="file"`, a full disk), by `reason`.
 """
 
 import mmap
 import os
 import time
+from functools import cache
 from pathlib import Path
 
 from flask import Flask, g, got_request_exception, request
@@ -27,9 +31,11 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
+from . import metrics_store
 from .health import HEALTH_PATHS
 from .timeouts import request_timed_out
 
@@ -48,7 +54,7 @@ def init_metrics(app: Flask) -> PrometheusMetrics:
         "excluded_paths": EXCLUDED_PATHS,
     }
     if running_multiprocess():
-        metrics = GunicornInternalPrometheusMetrics(app, path=METRICS_PATH, **options)
+        metrics = ArchiveSafeGunicornMetrics(app, path=METRICS_PATH, **options)
     else:
         # A registry per app: a second create_app() in one process (tests) would
         # otherwise find the default registry taken and silently export nothing.
@@ -65,6 +71,22 @@ def init_metrics(app: Flask) -> PrometheusMetrics:
 
 def running_multiprocess() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class ArchiveSafeGunicornMetrics(GunicornInternalPrometheusMetrics):
+    """Scrapes through metrics_store's collector, which never sees a fold half done.
+
+    The exporter's own generate_metrics reads the files with a plain MultiProcessCollector,
+    made afresh for each scrape whatever registry it was given.
+    """
+
+    def generate_metrics(self, accept_header=None, names=None) -> tuple[str, str]:
+        registry = CollectorRegistry()
+        metrics_store.LockedMultiProcessCollector(registry)
+        if names:
+            registry = registry.restricted_registry(names)
+        encode, content_type = choose_encoder(accept_header)
+        return encode(registry).decode("utf-8"), content_type
 
 
 def _single_process_registry() -> CollectorRegistry:
@@ -171,3 +193,20 @@ class WorkerResources:
         if STATM.exists():  # Linux only: on a developer's Mac the memory gauge stays at 0
             resident_pages = int(STATM.read_text().split()[1])
             self.resident_memory.set(resident_pages * mmap.PAGESIZE)
+
+
+def count_lost_log_lines(sink: str, reason: str, lines: int) -> None:
+    """In the gunicorn master, which writes every log line: its own file in the metrics
+    directory, which every worker's /metrics adds up."""
+    _lost_log_lines().labels(sink, reason).inc(lines)
+
+
+@cache
+def _lost_log_lines() -> Counter:
+    # Made at the first loss, after on_starting emptied the metrics directory (unless the
+    # file already fails on gunicorn's first line, logged before on_starting).
+    return Counter(
+        "log_lines_dropped",
+        "Log lines dropped or not written, by sink (console, file) and reason",
+        ["sink", "reason"],
+    )
