@@ -2,11 +2,12 @@
 
 When a request outlives GUNICORN_TIMEOUT, the master sends its worker SIGABRT and
 gunicorn ends the worker with a bare SystemExit(1): the client is cut off, and the logs
-and Sentry show an anonymous exit without the request. gunicorn calls its `worker_abort`
-hook (gunicorn.conf.py) first, inside the stuck request. There, `end_timed_out_request`
-logs one line with the request id, route and running time, tells the metrics, and raises
-RequestTimeout in place of gunicorn's exit: it unwinds from the line where the request
-was stuck, so Sentry reports a RequestTimeout with that stack.
+and error reports show an anonymous exit without the request. gunicorn calls its
+`worker_abort` hook (gunicorn.conf.py) first, inside the stuck request. There,
+`end_timed_out_request` logs one line with the request id, route and running time, tells
+the metrics, and raises RequestTimeout in place of gunicorn's exit: it unwinds from the
+line where the request was stuck, so an error reporter sees a RequestTimeout with that
+stack.
 """
 
 import time
