@@ -8,8 +8,12 @@ import time
 
 from loguru import logger
 
-from {{ cookiecutter.package_name }}.observability.log_sinks import BackgroundWriter
-from {{ cookiecutter.package_name }}.observability.logging import configure_logging
+from {{ cookiecutter.package_name }}.observability.log_sinks import (
+    BackgroundWriter,
+)
+from {{ cookiecutter.package_name }}.observability.logging import (
+    configure_logging,
+)
 
 from .conftest import make_settings
 
