@@ -1,6 +1,7 @@
 """A request ended by gunicorn's worker timeout is reported as a timeout, with its request id."""
 
 import json
+import re
 
 import pytest
 
@@ -41,6 +42,15 @@ def test_the_stuck_request_is_logged_and_ended_with_its_request_id(app, capsys):
     assert record["http.request.id"] == "stuck-1"
     assert record["http.route"] == "/api/slow"
     assert record["log.level"] == "error"
+    ran = re.fullmatch(
+        r"request timed out: GET /api/slow ran (\d+\.\d) s, past the 7 s worker timeout;"
+        r" the worker restarts",
+        record["message"],
+    )
+    assert ran, record["message"]
+    assert 0 <= float(ran.group(1)) < 5
+    assert 0 <= record["event.duration"] < 5_000_000_000
+    assert (record["http.request.method"], record["url.path"]) == ("GET", "/api/slow")
 
 
 def test_a_request_past_the_worker_timeout_leaves_one_line_and_a_new_worker(gunicorn, tmp_path):
