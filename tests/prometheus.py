@@ -1,16 +1,12 @@
-"""Real Prometheus and Alertmanager on loopback, and a webhook that keeps what it receives.
+"""A real Prometheus on loopback.
 
-The servers are the Debian packages' binaries; each one runs on a free port with its own
+The server is the Debian package's binary; it runs on a free port with its own
 temporary storage and is stopped by its process id.
 """
 
 import json
 import os
-import queue
 import shutil
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,7 +27,7 @@ def require_binary(name: str) -> str:
 
 
 class LoopbackServer(LoopbackProcess):
-    """Prometheus or Alertmanager: subclasses write their configuration into `workdir`
+    """A Prometheus server: subclasses write their configuration into `workdir`
     and set `command`."""
 
     ready_path = "/-/ready"
@@ -73,60 +69,3 @@ class Prometheus(LoopbackServer):
         if body["status"] != "success":
             raise AssertionError(f"{parameters}: {body.get('error')}")
         return body["data"]["result"] if "result" in body["data"] else body["data"]
-
-
-class Alertmanager(LoopbackServer):
-    def __init__(self, workdir: Path, config: dict):
-        super().__init__(workdir, "alertmanager")
-        config_file = self.workdir / "alertmanager.yml"
-        config_file.write_text(json.dumps(config, indent=2))
-        self.command = [
-            require_binary("prometheus-alertmanager"),
-            f"--config.file={config_file}",
-            f"--storage.path={self.workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",  # a single instance: no gossip port
-        ]
-
-
-class Webhook:
-    """Receives Alertmanager's notifications in a thread of the test process."""
-
-    def __init__(self):
-        self.notifications: queue.Queue[dict] = queue.Queue()
-        received = self.notifications
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.put({"path": self.path, **json.loads(body)})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *_arguments):
-                pass  # keep the test output quiet
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> "Webhook":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def wait_for_alert(self, alertname: str, timeout: float) -> dict:
-        """The first notification with a firing alert of that name, and that alert."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                notification = self.notifications.get(timeout=left)
-            except queue.Empty:
-                break
-            for alert in notification["alerts"]:
-                if alert["labels"]["alertname"] == alertname and alert["status"] == "firing":
-                    return {**notification, "alert": alert}
-        raise AssertionError(f"no {alertname} alert reached the webhook within {timeout} s")
