@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .service import EnvelopeServer
+from .service import EnvelopeServer, LoopbackProcess
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TEMPLATE_DIR))  # so that tests can import hooks.*
@@ -145,4 +145,12 @@ def envelopes(tmp_path):
 
     yield start
     for server in servers:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def stop_leftover_servers():
+    """A test that fails before stopping its servers must not leave them running."""
+    yield
+    for server in list(LoopbackProcess.running):
         server.stop()

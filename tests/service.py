@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import requests
 
@@ -22,10 +23,12 @@ class LoopbackProcess:
     """A server process on 127.0.0.1 and a free port, ready when `ready_path` answers 200.
 
     It runs in a process group of its own and is stopped by its pid: one that hangs on
-    stop is killed with its children, so that it cannot outlive the test.
+    stop is killed with its children, so that it cannot outlive the test. Those still
+    running when a test ends (it failed before stopping them) are stopped by conftest.
     """
 
     ready_path = "/"
+    running: ClassVar[set["LoopbackProcess"]] = set()
 
     def __init__(self, name: str, output: Path):
         self.name = name
@@ -40,6 +43,7 @@ class LoopbackProcess:
                 command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
+        LoopbackProcess.running.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -54,6 +58,7 @@ class LoopbackProcess:
         raise RuntimeError(f"{self.name} did not answer within {timeout} s")
 
     def stop(self, timeout: float = 30.0) -> None:
+        LoopbackProcess.running.discard(self)
         if self.process and self.process.poll() is None:
             started = time.monotonic()
             os.kill(self.process.pid, signal.SIGTERM)

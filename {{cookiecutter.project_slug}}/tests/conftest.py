@@ -78,7 +78,11 @@ def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
 
 
 class ServiceProcess:
-    """The service in a process of its own, on a free loopback port, stopped by its pid."""
+    """The service in a process of its own, on a free loopback port, stopped by its pid.
+
+    It runs in a process group of its own: if it does not stop in time, the group is
+    killed, workers included, so that nothing outlives the test.
+    """
 
     def __init__(self, tmp_path: Path, command: list[str], **settings: str):
         self.port = free_port()
@@ -97,8 +101,9 @@ class ServiceProcess:
     def start(self) -> "ServiceProcess":
         with self.output.open("wb") as output:
             self.process = subprocess.Popen(
-                self.command, cwd=PROJECT_DIR, env=self.env, stdout=output, stderr=subprocess.STDOUT
-            )
+                self.command, cwd=PROJECT_DIR, env=self.env, stdout=output,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         self._wait_until_ready()
         return self
 
@@ -117,7 +122,12 @@ class ServiceProcess:
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+                raise
 
 
 @pytest.fixture
