@@ -8,7 +8,7 @@ read the monitoring files against each mutant: a mutant is killed when one of th
 Each mutant lives in a copy of the whole project in a temporary folder, so the tests see it
 exactly as they would see the real file, and the project itself is never changed.
 
-    python tools/mutation/monitoring.py [--jobs 2] [--list] [--fail-under 85] [--output FILE]
+    python tools/mutation/monitoring.py [--jobs 2] [--list] [--output FILE] [--exclude GLOB]
 """
 
 import argparse
@@ -236,17 +236,26 @@ def all_mutants(project: Path) -> list[Mutant]:
     return mutants
 
 
-def tests_of(path: str) -> list[str]:
-    """The test modules that name the file, or else its folder (for files found by a glob)."""
-    modules = {
-        module.relative_to(PROJECT_DIR).as_posix(): module.read_text()
-        for module in sorted((PROJECT_DIR / "tests").glob("test_*.py"))
-    }
+def tests_of(path: str, excluded: list[str]) -> list[str]:
+    """The test modules that name the file (or else its folder, for files found by a glob),
+    themselves or through the modules of tests/ they import."""
+    texts = {module.stem: module.read_text() for module in (PROJECT_DIR / "tests").glob("*.py")}
+    readers: set[str] = set()
     for name in (Path(path).name, f'"{Path(path).parent.name}"'):
-        naming = [module for module, text in modules.items() if name in text]
-        if naming:
-            return naming
-    return []
+        readers = {stem for stem, text in texts.items() if name in text}
+        if readers:
+            break
+    while True:
+        importing = {
+            stem
+            for stem, text in texts.items()
+            if any(re.search(rf"^from \.{reader} import", text, re.MULTILINE) for reader in readers)
+        }
+        if importing <= readers:
+            break
+        readers |= importing
+    modules = sorted(f"tests/{stem}.py" for stem in readers if stem.startswith("test_"))
+    return [m for m in modules if not any(fnmatch.fnmatch(m, pattern) for pattern in excluded)]
 
 
 def copy_project(destination: Path) -> Path:
@@ -283,11 +292,27 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     parser.add_argument("--fail-under", type=float, help="exit 1 below this score (percent)")
     parser.add_argument("--output", type=Path, help="also write the result to this JSON file")
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out these test modules, e.g. 'tests/*_live.py' (a quicker lower bound)",
+    )
+    parser.add_argument(
+        "--survivors-of",
+        type=Path,
+        metavar="JSON",
+        help="test only the survivors listed in this earlier --output file",
+    )
     arguments = parser.parse_args()
 
     if arguments.output:  # no stale result from an earlier run
         arguments.output.unlink(missing_ok=True)
     mutants = all_mutants(PROJECT_DIR)
+    if arguments.survivors_of:
+        earlier = set(json.loads(arguments.survivors_of.read_text())["survived"])
+        mutants = [mutant for mutant in mutants if mutant.describe() in earlier]
     if arguments.list:
         for mutant in mutants:
             print(mutant.describe())
@@ -300,7 +325,8 @@ def main() -> int:
     if missing:  # the tests would skip, and every mutant would survive
         print(f"Needs {' and '.join(missing)} (README.md says how to install them).")
         return 2
-    tests = {path: tests_of(path) for path in sorted({mutant.path for mutant in mutants})}
+    paths = sorted({mutant.path for mutant in mutants})
+    tests = {path: tests_of(path, arguments.exclude) for path in paths}
     every_test = sorted({test for modules in tests.values() for test in modules})
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="monitoring-baseline-") as folder:
@@ -316,10 +342,14 @@ def main() -> int:
     survivors = []
     with ThreadPoolExecutor(max_workers=arguments.jobs) as pool:
         verdicts = pool.map(lambda mutant: is_killed(mutant, tests[mutant.path]), mutants)
-        for mutant, killed in zip(mutants, verdicts, strict=True):
-            print(f"{'killed  ' if killed else 'SURVIVED'} {mutant.describe()}", flush=True)
-            if not killed:
-                survivors.append(mutant)
+        try:
+            for mutant, killed in zip(mutants, verdicts, strict=True):
+                print(f"{'killed  ' if killed else 'SURVIVED'} {mutant.describe()}", flush=True)
+                if not killed:
+                    survivors.append(mutant)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     killed = len(mutants) - len(survivors)
     score = 100 * killed / len(mutants)
     minutes = (time.monotonic() - started) / 60
