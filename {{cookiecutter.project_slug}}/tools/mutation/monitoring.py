@@ -266,7 +266,7 @@ def copy_project(destination: Path) -> Path:
 
 def run_tests(project: Path, tests: list[str]) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(project / "src")}
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-rs", "-p", "no:cacheprovider", *tests]
     return subprocess.run(  # noqa: S603 (our own interpreter running pytest)
         command, cwd=project, env=environment, capture_output=True, text=True, timeout=600
     )
@@ -334,6 +334,10 @@ def main() -> int:
     if baseline.returncode != 0:
         print(baseline.stdout + baseline.stderr)
         print("The tests fail without any mutant: fix them first.")
+        return 2
+    if re.search(r"\b\d+ skipped\b", baseline.stdout):  # every mutant would survive them
+        print("\n".join(line for line in baseline.stdout.splitlines() if "SKIP" in line))
+        print("Some of these tests skip here: install what they need (README.md), or exclude them.")
         return 2
     print(f"{len(mutants)} mutants of the monitoring files, each tested by the tests that read it:")
     for path, modules in tests.items():
