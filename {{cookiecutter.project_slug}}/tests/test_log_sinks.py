@@ -80,7 +80,8 @@ def test_a_full_disk_loses_lines_says_so_once_and_writing_resumes(tmp_path, caps
     log_file = tmp_path / "service.log"
     log_file.symlink_to("/dev/full")  # every write fails with ENOSPC
     counted = []
-    settings = make_settings(log_file=log_file)
+    # No rotation: a daily one would rotate the old /dev/full away at once, and compress it.
+    settings = make_settings(log_file=log_file, log_rotation="1 GB", log_compression="none")
     configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
     for number in range(50):
         logger.info("lost {}", number)
