@@ -72,7 +72,7 @@ def test_installs_and_its_own_test_suite_passes(baked, name):
     # Without PYTHONPATH, the tests import the installed distribution.
     result = project.run(
         str(project.python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-        *(f"--ignore={path}" for path in skipped), PYTHONPATH="",
+        *(f"--ignore={path}" for path in skipped), timeout=1800, PYTHONPATH="",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert re.search(r"\d+ passed", result.stdout)
