@@ -13,7 +13,7 @@ from {{ cookiecutter.package_name }}.settings import (
     settings_for_server,
 )
 
-from .conftest import PROJECT_DIR
+from .conftest import PROJECT_DIR, capture_log_records
 
 
 def test_defaults_come_from_the_template_answers():
@@ -92,8 +92,9 @@ def test_documented_rotation_forms_are_accepted(monkeypatch, rotation):
 
 
 def test_the_server_exits_on_bad_settings_at_start_but_keeps_its_settings_on_reload(
-    monkeypatch,
+    monkeypatch, capsys
 ):
+    log_records = capture_log_records(capsys)
     monkeypatch.setattr(settings_module, "_in_use", None)
     applied = []
     monkeypatch.setenv("LOG_LEVEL", "LOUD")
@@ -109,3 +110,7 @@ def test_the_server_exits_on_bad_settings_at_start_but_keeps_its_settings_on_rel
     reloaded = settings_for_server(apply=applied.append)
     assert reloaded is started
     assert [settings.log_level for settings in applied] == ["WARNING", "WARNING"]
+    [refused] = [record for record in log_records() if record["log.level"] == "error"]
+    assert refused["message"].startswith(
+        "reload refused, the settings in use stay: invalid setting LOG_LEVEL='LOUD': "
+    )
