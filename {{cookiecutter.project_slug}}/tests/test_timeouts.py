@@ -65,7 +65,10 @@ def test_a_request_past_the_worker_timeout_leaves_one_line_and_a_new_worker(guni
     ]
     stuck = [record for record in records if record.get("http.request.id") == "stuck-2"]
     assert sorted(record["log.logger"] for record in stuck) == sorted(
-        ["gunicorn.access", "{{ cookiecutter.package_name }}.observability.timeouts"]
+        [
+            "gunicorn.access",
+            "{{ cookiecutter.package_name }}.observability.timeouts",
+        ]
     )
     access_line = next(record for record in stuck if record["log.logger"] == "gunicorn.access")
     assert (access_line["url.path"], access_line["http.response.status_code"]) == ("/api/slow", 500)
