@@ -11,12 +11,16 @@ import shutil
 import tempfile
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # prometheus_client picks its storage when first imported: the directory must be known
 # before anything imports it. Kept across HUP reloads, which re-run this file.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
     os.environ["METRICS_DIR_MADE_BY_SERVICE"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+{%- else %}
+
+from typing import TYPE_CHECKING
 {%- endif %}
 
 from {{ cookiecutter.package_name }}.observability.log_relay import (
@@ -36,6 +40,10 @@ from {{ cookiecutter.package_name }}.observability.timeouts import (
     end_timed_out_request,
 )
 from {{ cookiecutter.package_name }}.settings import settings_for_server
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
 # The sinks live in the master; workers send it their lines (see log_relay.py). On HUP the
 # relay pauses while the sinks are rebuilt, so that no line is lost or written twice.
@@ -60,16 +68,16 @@ logger_class = GunicornLogger
 control_socket_disable = True
 
 
-def post_fork(server, worker):
+def post_fork(server: "Arbiter", worker: "Worker") -> None:
     forward_logs_to_master(settings, log_relay.address)
 
 
-def worker_abort(worker):
+def worker_abort(worker: "Worker") -> None:
     """The worker timeout struck: report the stuck request as a timeout, not a bare exit."""
     end_timed_out_request(timeout)
 
 
-def on_exit(server):
+def on_exit(server: "Arbiter") -> None:
     log_relay.stop()
 {%- if cookiecutter.use_prometheus %}
     # Only the directory made above: one given by the operator is theirs.
@@ -79,16 +87,17 @@ def on_exit(server):
 {%- if cookiecutter.use_prometheus %}
 
 
-def on_starting(server):
+def on_starting(server: "Arbiter") -> None:
     """Start every run from zero: files left by an earlier run would carry old counts over."""
     metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
 
 
-def child_exit(server, worker):
+def child_exit(server: "Arbiter", worker: "Worker") -> None:
     """Fold a dead worker's counts into the archive, so that its files can go."""
     from {{ cookiecutter.package_name }}.observability import metrics_store
 
-    metrics_store.retire_worker(worker.pid)
+    # An int once forked; types-gunicorn has the "[booting]" that a worker starts with.
+    metrics_store.retire_worker(int(worker.pid))
 {%- endif %}

@@ -2,8 +2,10 @@
 
 import re
 import time
+from typing import NoReturn
 
-from flask import Blueprint, abort, current_app, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 from loguru import logger
 
 from .settings import SERVICE_NAME
@@ -18,13 +20,13 @@ MILLISECONDS = re.compile(r"[0-9]{1,4}")
 
 
 @views.get("/")
-def index():
+def index() -> Response:
     settings = current_app.config["SETTINGS"]
     return jsonify(service=SERVICE_NAME, release=settings.app_release, environment=settings.app_env)
 
 
 @views.get("/api/items/<int:item_id>")
-def get_item(item_id: int):
+def get_item(item_id: int) -> Response:
     """One route, many URLs: metrics group them under the route, not the URL."""
     if item_id > KNOWN_ITEMS:
         abort(404)
@@ -33,13 +35,13 @@ def get_item(item_id: int):
 
 
 @views.get("/api/fail")
-def fail():
+def fail() -> NoReturn:
     """Raises on purpose, to show how an unhandled error is logged and reported."""
     raise RuntimeError("failure requested by /api/fail")
 
 
 @views.get("/api/slow")
-def slow():
+def slow() -> ResponseReturnValue:
     """Answers after ?ms= milliseconds: a slow request on demand, to watch latency."""
     raw = request.args.get("ms", "")
     if not MILLISECONDS.fullmatch(raw) or int(raw) > SLOWEST_MS:

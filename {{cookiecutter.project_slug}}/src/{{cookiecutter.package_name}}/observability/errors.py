@@ -8,6 +8,7 @@ before they leave the process.
 """
 
 import logging
+from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, urlencode
 
 import sentry_sdk
@@ -16,6 +17,7 @@ from loguru import logger
 from sentry_sdk.integrations.flask import FlaskIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.integrations.loguru import LoguruIntegration
+from sentry_sdk.types import Event, Hint, SamplingContext
 
 from ..settings import Settings
 from .health import HEALTH_PATHS
@@ -69,8 +71,8 @@ def _tag_request_ids() -> None:
     sentry_sdk.set_tag("trace_id", g.get("trace_id"))
 
 
-def _traces_sampler(sample_rate: float):
-    def sample(context: dict) -> float:
+def _traces_sampler(sample_rate: float) -> Callable[[SamplingContext], float]:
+    def sample(context: SamplingContext) -> float:
         path = context.get("wsgi_environ", {}).get("PATH_INFO", "")
         if path in UNTRACED_PATHS:
             return 0.0
@@ -80,18 +82,20 @@ def _traces_sampler(sample_rate: float):
     return sample
 
 
-def scrub_event(event: dict, _hint: dict) -> dict:
+def scrub_event(event: Event, _hint: Hint) -> Event:
     """Remove secrets and client data from an event before it is sent."""
     request = event.get("request")
     if request:
         request.pop("cookies", None)
         request.pop("env", None)  # REMOTE_ADDR and server details
-        if isinstance(request.get("headers"), dict):
-            request["headers"] = _scrub_mapping(request["headers"])
-        if isinstance(request.get("data"), dict):
-            request["data"] = _scrub_mapping(request["data"])
-        if request.get("query_string"):
-            request["query_string"] = _scrub_query_string(request["query_string"])
+        headers, data = request.get("headers"), request.get("data")
+        if isinstance(headers, dict):
+            request["headers"] = _scrub_mapping(headers)
+        if isinstance(data, dict):
+            request["data"] = _scrub_mapping(data)
+        query_string = request.get("query_string")
+        if query_string and isinstance(query_string, str | bytes):
+            request["query_string"] = _scrub_query_string(query_string)
     if isinstance(event.get("user"), dict):
         event["user"].pop("ip_address", None)
     return event
@@ -102,18 +106,18 @@ def is_sensitive(name: str) -> bool:
     return any(part in normalized for part in SENSITIVE_NAME_PARTS)
 
 
-def _scrub_mapping(mapping: dict) -> dict:
+def _scrub_mapping(mapping: Mapping[str, object]) -> dict[str, object]:
     return {
         key: FILTERED if is_sensitive(key) else _scrub_value(value)
         for key, value in mapping.items()
     }
 
 
-def _scrub_value(value):
+def _scrub_value(value: object) -> object:
     return _scrub_mapping(value) if isinstance(value, dict) else value
 
 
-def _scrub_query_string(query_string) -> str:
+def _scrub_query_string(query_string: str | bytes) -> str:
     if isinstance(query_string, bytes):
         query_string = query_string.decode("utf-8", "replace")
     pairs = parse_qsl(query_string, keep_blank_values=True)

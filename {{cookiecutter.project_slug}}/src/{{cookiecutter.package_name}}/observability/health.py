@@ -14,13 +14,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify
 from loguru import logger
 
 HEALTH_MEDIA_TYPE = "application/health+json"
 HEALTH_PATHS = ("/livez", "/readyz", "/healthz")
 
 ReadinessCheck = Callable[[], object]
+CheckResult = dict[str, str]  # status, time and, for a failure, its output
 
 health = Blueprint("health", __name__)
 
@@ -37,13 +38,13 @@ def register_readiness_check(app: Flask, name: str, check: ReadinessCheck) -> No
 
 
 @health.get("/livez")
-def livez():
+def livez() -> Response:
     return _health_response("pass", {})
 
 
 @health.get("/readyz")
 @health.get("/healthz")
-def readyz():
+def readyz() -> Response:
     results = {
         name: [_run_check(name, check)]
         for name, check in current_app.extensions["readiness_checks"].items()
@@ -57,7 +58,7 @@ def _not_draining(drain_file: Path) -> None:
         raise RuntimeError(f"draining: {drain_file} exists")
 
 
-def _run_check(name: str, check: ReadinessCheck) -> dict:
+def _run_check(name: str, check: ReadinessCheck) -> CheckResult:
     result = {"status": "pass", "time": datetime.now(UTC).isoformat(timespec="seconds")}
     try:
         if check() is False:
@@ -68,8 +69,8 @@ def _run_check(name: str, check: ReadinessCheck) -> dict:
     return result
 
 
-def _health_response(status: str, checks: dict):
-    body = {"status": status, "checks": checks} if checks else {"status": status}
+def _health_response(status: str, checks: dict[str, list[CheckResult]]) -> Response:
+    body: dict[str, object] = {"status": status, "checks": checks} if checks else {"status": status}
     response = jsonify(body)
     response.status_code = 503 if status == "fail" else 200
     response.mimetype = HEALTH_MEDIA_TYPE

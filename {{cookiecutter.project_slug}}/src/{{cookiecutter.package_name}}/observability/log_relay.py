@@ -8,6 +8,8 @@ logging (SIGKILL, the OOM killer) cannot block the others, as a queue shared acr
 processes would, whose lock dies held with the worker.
 """
 
+from __future__ import annotations
+
 import json
 import shutil
 import socket
@@ -16,17 +18,22 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from ..settings import Settings
+from .log_sinks import Render
 from .logging import line_renderers
+
+if TYPE_CHECKING:  # loguru's types exist for type checkers only
+    from loguru import Record
 
 # The largest datagram a default Linux socket buffer takes whole, with room to spare.
 MAX_DATAGRAM = 200 * 1024
 CUT_MARK = " [...{} characters cut by the log relay]"
 
-_relay: "LogRelay | None" = None
+_relay: LogRelay | None = None
 
 
 class LogRelay:
@@ -89,8 +96,9 @@ def forward_logs_to_master(settings: Settings, address: str) -> None:
     )
 
 
-def _pack(record: dict, renderers: dict) -> str:
-    rendered = {}  # console and file often share the JSON renderer: render once
+def _pack(record: Record, renderers: dict[str, Render]) -> str:
+    # Console and file often share the JSON renderer: render once.
+    rendered: dict[Render, str] = {}
     lines = {}
     for destination, render in renderers.items():
         if render not in rendered:

@@ -11,6 +11,8 @@ Each says on stderr when lines start being lost and when writing resumes, with h
 were lost, and reports every lost line to `count_lost_lines` (a metric, when wired).
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import sys
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from loguru import logger
 
@@ -28,8 +30,11 @@ from loguru import logger
 # no way to handle its write errors but a traceback on stderr for every failing line.
 from loguru._file_sink import FileSink
 
+if TYPE_CHECKING:  # loguru's types exist for type checkers only
+    from loguru import Message, Record
+
 CountLostLines = Callable[[str, str, int], None]  # sink, reason, number of lines
-Render = Callable[[dict], str]
+Render = Callable[["Record"], str]
 
 # About two seconds of lines at a thousand lines a second.
 CONSOLE_BUFFER_BYTES = 1024 * 1024
@@ -58,8 +63,8 @@ class BackgroundWriter:
         name: str,
         capacity: int = CONSOLE_BUFFER_BYTES,
         count_lost_lines: CountLostLines = count_nothing,
-        notices: "BackgroundWriter | None" = None,
-    ):
+        notices: BackgroundWriter | None = None,
+    ) -> None:
         self._stream = stream
         self._name = name
         self._capacity = capacity
@@ -172,8 +177,8 @@ class LogFile:
         render: Render,
         count_lost_lines: CountLostLines = count_nothing,
         notices: BackgroundWriter | None = None,
-        **file_options,
-    ):
+        **file_options: object,
+    ) -> None:
         self._path = path
         self._render = render
         self._options = file_options
@@ -183,7 +188,7 @@ class LogFile:
         self._lost = 0
         self._reason = ""
 
-    def write(self, line: str) -> None:
+    def write(self, line: Message) -> None:
         if self._reason == "no_space" and not _has_room(self._path.parent):
             self._count_lost_line()
             return
@@ -198,7 +203,7 @@ class LogFile:
                 self._file.stop()
         self._notices.stop()
 
-    def _write(self, line) -> None:
+    def _write(self, line: Message) -> None:
         if self._file is None:
             _cut_partial_last_line(self._path)
             self._file = FileSink(self._path, **self._options)
@@ -228,11 +233,12 @@ class LogFile:
         self._count_lost_lines("file", self._reason, 1)
 
 
-def _resumed_record(record: dict, lost: int, reason: str) -> dict:
+def _resumed_record(record: Record, lost: int, reason: str) -> Record:
     """The line that tells, in the file itself, how many lines are missing before it."""
     return {
         **record,
-        "level": logger.level("WARNING"),
+        # loguru's Level, not the RecordLevel of a record: it has the name a renderer reads.
+        "level": logger.level("WARNING"),  # type: ignore[typeddict-item]
         "message": f"log file writable again, {lost} lines were lost ({reason})",
         "name": __name__,
         "exception": None,

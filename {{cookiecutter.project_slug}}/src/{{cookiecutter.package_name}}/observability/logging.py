@@ -6,6 +6,8 @@ the master, which alone owns the log file (see log_relay.py). The app factory on
 configures logging itself when nothing did it before (development server, tests).
 """
 
+from __future__ import annotations
+
 import bz2
 import gzip
 import json
@@ -17,9 +19,11 @@ import sys
 import threading
 import traceback
 import zipfile
-from collections.abc import Callable
-from datetime import UTC
+from collections.abc import Callable, Mapping
+from datetime import UTC, timedelta
+from io import BufferedIOBase
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from loguru import logger
@@ -35,6 +39,12 @@ from .log_sinks import (
 )
 from .request_context import current_request_id, current_trace_id
 from .timeouts import RequestTimeout
+
+if TYPE_CHECKING:  # annotations only; loguru has these types in its stubs alone
+    from gunicorn.config import Config
+    from gunicorn.http import Request
+    from gunicorn.http.wsgi import Response
+    from loguru import FormatFunction, Record, RecordException
 
 # Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
 _RESERVED_EXTRA = {"request_id", "trace_id", "_logger", "_line", "_relayed", "_packed"}
@@ -54,8 +64,8 @@ def configure_logging(settings: Settings, count_lost_lines: CountLostLines = cou
         if destination == "console":
             console = _console(sys.stdout, count_lost_lines)
             logger.add(console, level=settings.log_level, format=line_format)
-        else:
-            _add_file_sink(settings, line_format, render, count_lost_lines)
+        elif settings.log_file is not None:  # line_renderers has a "file" only with one
+            _add_file_sink(settings.log_file, settings, line_format, render, count_lost_lines)
     _route_stdlib_logging(settings)
     _configured = True
 
@@ -75,10 +85,10 @@ def line_renderers(settings: Settings) -> dict[str, Render]:
     return renderers
 
 
-def _as_format(render: Render, destination: str):
+def _as_format(render: Render, destination: str) -> FormatFunction:
     """A loguru format that writes our rendered line, or the one a worker already rendered."""
 
-    def format_record(record: dict) -> str:
+    def format_record(record: Record) -> str:
         relayed = record["extra"].get("_relayed")
         record["extra"]["_line"] = relayed.get(destination, "") if relayed else render(record)
         return "{extra[_line]}"
@@ -86,7 +96,7 @@ def _as_format(render: Render, destination: str):
     return format_record
 
 
-def _console(stream, count_lost_lines: CountLostLines):
+def _console(stream: TextIO, count_lost_lines: CountLostLines) -> TextIO | BackgroundWriter:
     """A stream with a file descriptor (a pipe, a terminal) can block on its reader: it is
     written from a thread of its own. An in-memory one (a test's capture) cannot."""
     try:
@@ -99,9 +109,12 @@ def _console(stream, count_lost_lines: CountLostLines):
 
 
 def _add_file_sink(
-    settings: Settings, line_format, render: Render, count_lost_lines: CountLostLines
+    log_file: Path,
+    settings: Settings,
+    line_format: FormatFunction,
+    render: Render,
+    count_lost_lines: CountLostLines,
 ) -> None:
-    log_file = Path(settings.log_file)
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         sink = LogFile(
@@ -144,13 +157,17 @@ def finish_compressions() -> None:
 
 
 _compressions: list[threading.Thread] = []
-_OPENERS = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+_OPENERS: dict[str, Callable[[str, Literal["wb"]], BufferedIOBase]] = {
+    "gz": gzip.open,
+    "bz2": bz2.open,
+    "xz": lzma.open,
+}
 
 
 def _hidden(path: str) -> str:
     """A name loguru's retention does not glob for: it never deletes a file being worked on."""
-    path = Path(path)
-    return str(path.with_name(f".{path.name}.compressing"))
+    file = Path(path)
+    return str(file.with_name(f".{file.name}.compressing"))
 
 
 def _compress(path: str, compression: str) -> None:
@@ -171,7 +188,7 @@ def _retention(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
-def _add_request_context(record: dict) -> None:
+def _add_request_context(record: Record) -> None:
     extra = record["extra"]
     if extra["request_id"] == "-":
         extra["request_id"] = current_request_id()
@@ -180,7 +197,7 @@ def _add_request_context(record: dict) -> None:
     extra.setdefault("_logger", record["name"])
 
 
-def text_line(record: dict) -> str:
+def text_line(record: Record) -> str:
     """One line for people; newlines in a message (a header, say) cannot forge another line."""
     message = record["message"].replace("\r", "\\r").replace("\n", "\\n")
     extra = record["extra"]
@@ -196,16 +213,16 @@ def text_line(record: dict) -> str:
 def json_renderer(settings: Settings) -> Render:
     static_fields = {"service.name": SERVICE_NAME, "service.environment": settings.app_env}
 
-    def json_line(record: dict) -> str:
+    def json_line(record: Record) -> str:
         return json.dumps(_json_fields(record, static_fields), default=str) + "\n"
 
     return json_line
 
 
-def _json_fields(record: dict, static_fields: dict) -> dict:
+def _json_fields(record: Record, static_fields: dict[str, str]) -> dict[str, object]:
     """A flat object with Elastic Common Schema field names, one per line."""
     extra = record["extra"]
-    fields = {
+    fields: dict[str, object] = {
         "@timestamp": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
         "log.level": record["level"].name.lower(),
         "message": record["message"],
@@ -223,7 +240,7 @@ def _json_fields(record: dict, static_fields: dict) -> dict:
     return fields
 
 
-def _error_fields(exception) -> dict:
+def _error_fields(exception: RecordException) -> dict[str, str]:
     error_type, error, _ = exception
     return {
         "error.type": getattr(error_type, "__name__", str(error_type)),
@@ -232,7 +249,7 @@ def _error_fields(exception) -> dict:
     }
 
 
-def _stack_trace(exception) -> str:
+def _stack_trace(exception: RecordException) -> str:
     return "".join(traceback.format_exception(*exception))
 
 
@@ -240,6 +257,7 @@ class InterceptHandler(logging.Handler):
     """Send records of the standard logging module (Flask, werkzeug, libraries) to loguru."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        level: str | int
         try:
             level = logger.level(record.levelname).name
         except ValueError:
@@ -259,18 +277,24 @@ def _route_stdlib_logging(settings: Settings) -> None:
 class GunicornLogger(GunicornBaseLogger):
     """gunicorn's error and access logs, written through loguru like everything else."""
 
-    def setup(self, cfg) -> None:
+    def setup(self, cfg: Config) -> None:
         super().setup(cfg)
         for gunicorn_log in (self.error_log, self.access_log):
             gunicorn_log.handlers = [InterceptHandler()]
             gunicorn_log.propagate = False
 
-    def exception(self, msg, *args, **kwargs) -> None:
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:  # passed on as is
         # A request ended by the worker timeout was reported already, with its request id.
         if not isinstance(sys.exception(), RequestTimeout):
             super().exception(msg, *args, **kwargs)
 
-    def access(self, resp, req, environ, request_time) -> None:
+    def access(
+        self,
+        resp: Response,
+        req: Request,
+        environ: Mapping[str, object],
+        request_time: timedelta,
+    ) -> None:
         if not self.access_log_enabled:
             return
         method = environ.get("REQUEST_METHOD", "-")
@@ -293,13 +317,13 @@ class GunicornLogger(GunicornBaseLogger):
         ).info("{} {} {} {:.1f}ms", method, path, status, duration_ms)
 
 
-def _status_code(resp) -> int | None:
+def _status_code(resp: Response) -> int | None:
     """The answer's status; an error answer that gunicorn writes itself has only `status`."""
     status = str(resp.status or "").split(" ", 1)[0]
     return int(status) if status.isdigit() else None
 
 
-def _response_header(resp, name: str) -> str | None:
+def _response_header(resp: Response, name: str) -> str | None:
     return next((value for key, value in resp.headers if key.lower() == name), None)
 
 

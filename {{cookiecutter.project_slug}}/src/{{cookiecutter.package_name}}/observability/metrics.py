@@ -32,6 +32,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
@@ -73,20 +74,22 @@ def running_multiprocess() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
-class ArchiveSafeGunicornMetrics(GunicornInternalPrometheusMetrics):
+# prometheus_flask_exporter has no types: its classes are Any to mypy, a base it cannot check.
+class ArchiveSafeGunicornMetrics(GunicornInternalPrometheusMetrics):  # type: ignore[misc]
     """Scrapes through metrics_store's collector, which never sees a fold half done.
 
     The exporter's own generate_metrics reads the files with a plain MultiProcessCollector,
     made afresh for each scrape whatever registry it was given.
     """
 
-    def generate_metrics(self, accept_header=None, names=None) -> tuple[str, str]:
+    def generate_metrics(
+        self, accept_header: str | None = None, names: list[str] | None = None
+    ) -> tuple[str, str]:
         registry = CollectorRegistry()
         metrics_store.LockedMultiProcessCollector(registry)
-        if names:
-            registry = registry.restricted_registry(names)
-        encode, content_type = choose_encoder(accept_header)
-        return encode(registry).decode("utf-8"), content_type
+        scraped: Collector = registry.restricted_registry(names) if names else registry
+        encode, content_type = choose_encoder(accept_header or "")
+        return encode(scraped).decode("utf-8"), content_type
 
 
 def _single_process_registry() -> CollectorRegistry:
@@ -167,7 +170,7 @@ class WorkerResources:
     is read with rate(). An idle worker keeps the values of its last request.
     """
 
-    def __init__(self, registry: CollectorRegistry):
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.cpu_seconds = Gauge(
             "process_worker_cpu_seconds_total",
             "User and system CPU time of this worker, in seconds",

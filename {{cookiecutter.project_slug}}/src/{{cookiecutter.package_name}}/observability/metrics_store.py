@@ -20,11 +20,11 @@ stay. The `live*` modes need no folding: `mark_process_dead` deletes their files
 import fcntl
 import glob
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prometheus_client import multiprocess
+from prometheus_client import Metric, multiprocess
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -67,21 +67,22 @@ COMBINE: dict[str, Combine] = {
 class LockedMultiProcessCollector(MultiProcessCollector):
     """Reads every file of the directory under the shared lock."""
 
-    def collect(self):
+    def collect(self) -> Iterable[Metric]:
         with locked_for_scrape(self._path):
             paths = glob.glob(os.path.join(self._path, "*.db"))
             # A starting worker creates its file empty, then sizes it: nothing to read yet.
-            return self.merge([path for path in paths if os.path.getsize(path)])
+            metrics: Iterable[Metric] = self.merge([p for p in paths if os.path.getsize(p)])
+            return metrics  # merge() has no types of its own
 
 
 def retire_worker(pid: int, directory: str | None = None) -> None:
     """Everything the master does for the metrics of a worker that exited."""
-    directory = Path(directory or os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    if not directory.is_dir():
+    metrics_dir = Path(directory or os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    if not metrics_dir.is_dir():
         return  # removed under the service (a /tmp cleaner): an error here would stop the master
-    with _locked(directory, fcntl.LOCK_EX):
-        multiprocess.mark_process_dead(pid, str(directory))
-        _fold_dead_worker(pid, directory)
+    with _locked(metrics_dir, fcntl.LOCK_EX):
+        multiprocess.mark_process_dead(pid, str(metrics_dir))
+        _fold_dead_worker(pid, metrics_dir)
 
 
 @contextmanager

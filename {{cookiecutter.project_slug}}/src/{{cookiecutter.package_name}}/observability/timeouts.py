@@ -56,7 +56,10 @@ def end_timed_out_request(timeout_seconds: int) -> None:
         ran_seconds,
         timeout_seconds,
     )
-    request_timed_out.send(current_app._get_current_object(), route=route)
+    # The app itself, the sender the metrics listen to; current_app is typed as the app, not
+    # as the proxy it is.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    request_timed_out.send(app, route=route)
     raise RequestTimeout(
         f"{request.method} {route} ran {ran_seconds:.1f} s, past the {timeout_seconds} s "
         "worker timeout",
