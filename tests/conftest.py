@@ -15,6 +15,8 @@ from .service import EnvelopeServer, LoopbackProcess
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TEMPLATE_DIR))  # so that tests can import hooks.*
+# Bakes do not lock (uv lock, in the post-generation hook), but where a test switches it on.
+os.environ.setdefault("TEMPLATE_UV_LOCK", "0")
 
 # Named combinations of answers that must all produce a working service.
 SUPPORTED = {

@@ -8,6 +8,8 @@ from hooks.post_gen_project import (
     MANIFEST,
     OPTIONAL_FOLDERS,
     disabled_paths,
+    find_python,
+    lock,
     next_steps,
     record_answers,
     remove_empty_folders,
@@ -133,3 +135,29 @@ def test_answers_are_recorded_without_private_keys(tmp_path):
 def test_next_steps_mention_docker_only_when_it_is_there():
     assert "docker compose" in next_steps(answers(use_docker=True))
     assert "docker" not in next_steps(answers(use_docker=False))
+
+
+@pytest.mark.parametrize("version", ["3.11", "3.13"])
+def test_next_steps_use_the_answered_python(version):
+    steps = next_steps(answers(python_version=version))
+    assert f"uv sync --frozen --extra dev --python {version}" in steps
+    assert f"python{version} -m venv .venv" in steps
+    assert "python3 -m" not in steps
+    assert "uv lock" not in steps
+
+
+def test_next_steps_say_how_to_lock_when_the_hook_could_not():
+    steps = next_steps(answers(python_version="3.12"), "uv is not installed here")
+    assert "uv.lock was not made (uv is not installed here)" in steps
+    assert "uv lock --python 3.12" in steps
+
+
+def test_no_lock_without_uv(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEMPLATE_UV_LOCK", "1")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert lock(tmp_path, "3.11") == "uv is not installed here"
+    assert not (tmp_path / "uv.lock").exists()
+
+
+def test_no_python_found_for_a_version_that_does_not_exist():
+    assert find_python("3.99") is None
