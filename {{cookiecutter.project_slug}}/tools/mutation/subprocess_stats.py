@@ -13,7 +13,8 @@ This one file plays two parts:
   the subprocesses recorded to mutmut's table of tests by function. In the other runs it
   puts the fastest tests first: mutmut stops at the first failure (`-x`);
 - that `sitecustomize` module: in a subprocess started during the stats run, it writes
-  "test id, function" for each mutated function the subprocess calls.
+  "test id, function" for each mutated function the subprocess calls. A child that a test
+  forks from its own process (os.fork) does the same.
 
 While mutants run, the subprocesses need no help: they inherit MUTANT_UNDER_TEST from the
 test process, and the mutated code in `mutants/src` reads it.
@@ -55,6 +56,11 @@ if in_a_subprocess_of_the_stats_run and os.environ.get(HITS_DIR_VARIABLE):
     _record_hits_of_this_process(os.environ[HITS_DIR_VARIABLE])
 
 
+def _record_hits_of_a_forked_child() -> None:
+    if _mutant_under_test() == "stats" and os.environ.get(HITS_DIR_VARIABLE):
+        _record_hits_of_this_process(os.environ[HITS_DIR_VARIABLE])
+
+
 def pytest_configure(config) -> None:
     if _mutant_under_test() != "stats":
         return
@@ -63,6 +69,9 @@ def pytest_configure(config) -> None:
     hits_dir.mkdir()
     os.environ[HITS_DIR_VARIABLE] = str(hits_dir)
     shutil.copyfile(__file__, Path("src") / "sitecustomize.py")
+    # Tests that fork (a worker made with os.fork) run mutated code in a child that imports
+    # nothing anew: record its calls from the fork on.
+    os.register_at_fork(after_in_child=_record_hits_of_a_forked_child)
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
