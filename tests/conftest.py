@@ -152,7 +152,9 @@ def envelopes(tmp_path):
 
 @pytest.fixture(autouse=True)
 def stop_leftover_servers():
-    """A test that fails before stopping its servers must not leave them running."""
+    """A test that fails before stopping its servers must not leave them running; servers
+    of wider-scoped fixtures, started before this fixture, stay for the next tests."""
+    already_running = set(LoopbackProcess.running)
     yield
-    for server in list(LoopbackProcess.running):
+    for server in LoopbackProcess.running - already_running:
         server.stop()
