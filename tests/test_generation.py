@@ -57,9 +57,10 @@ def test_disabled_components_leave_no_trace(baked, name):
 
 @pytest.mark.parametrize("name", COMBINATIONS)
 def test_lint_clean(baked, name):
+    """ruff, and mypy --strict with the project's settings: the Jinja-removed code changes types."""
     project = baked(name)
-    for command in (["check", "."], ["format", "--check", "."]):
-        result = project.run(project.tool("ruff"), *command)
+    for command in (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]):
+        result = project.run(project.tool(command[0]), *command[1:])
         assert result.returncode == 0, result.stdout + result.stderr
 
 
