@@ -133,3 +133,30 @@ def test_sinks_rebuilt_while_workers_log_lose_no_line_and_repeat_none(master):
     for pid in workers:
         numbers = [int(r["message"].split()[1]) for r in records if r["worker"] == pid]
         assert numbers == list(range(1000)), "each worker's lines arrive once and in order"
+
+
+def test_a_record_just_under_the_datagram_limit_arrives_whole(master):
+    settings, relay = master
+    # Console and file each carry the rendered line: two copies, plus a few hundred bytes.
+    length = (MAX_DATAGRAM - 4000) // 2
+    worker = fork_worker(settings, relay, lambda: logger.bind(size="large").info("y" * length))
+    assert wait_for_exit(worker)
+    relay.stop()
+    [record] = [record for record in file_records(settings) if record.get("size") == "large"]
+    assert record["message"] == "y" * length
+
+
+def test_the_file_stays_json_when_the_console_is_text(tmp_path, capfd):
+    settings = make_settings(log_file=tmp_path / "service.log", log_format="text")
+    configure_logging(settings)
+    relay = LogRelay()
+    worker = fork_worker(settings, relay, lambda: logger.warning("rendered twice"))
+    assert wait_for_exit(worker)
+    relay.stop()
+
+    [record] = [r for r in file_records(settings) if r["message"] == "rendered twice"]
+    assert record["log.level"] == "warning"
+    assert record["process.pid"] == worker  # rendered in the worker, written by the master
+    [line] = [line for line in capfd.readouterr().out.splitlines() if "rendered twice" in line]
+    assert " | WARNING  | " in line
+    assert not line.startswith("{")

@@ -1,8 +1,12 @@
 """The service as it runs: under gunicorn in production, on the development server."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from .conftest import PROJECT_DIR, get
 
@@ -23,6 +27,27 @@ def test_serves_under_gunicorn_with_request_ids_in_the_access_log(gunicorn, tmp_
         "{{ cookiecutter.package_name }}.views",
         "gunicorn.access",
     }
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads /proc (Linux)")
+def test_only_the_master_has_the_log_file_open(gunicorn, tmp_path):
+    server = gunicorn(workers=2)
+    for item_id in range(20):
+        assert get(f"{server.url}/api/items/{item_id}")[0] == 200
+    log_file = (tmp_path / "logs" / "service.log").resolve()
+    master = server.process.pid
+    children = Path(f"/proc/{master}/task/{master}/children").read_text()
+    workers = [int(pid) for pid in children.split()]
+    assert log_file in open_files(master)
+    assert [pid for pid in workers if log_file in open_files(pid)] == []
+    server.stop()
+
+    writers = {json.loads(line)["process.pid"] for line in log_file.read_text().splitlines()}
+    assert set(workers) <= writers, "the workers' lines reach the file through the master"
+
+
+def open_files(pid: int) -> set[Path]:
+    return {Path(os.readlink(fd)) for fd in Path(f"/proc/{pid}/fd").iterdir() if fd.is_symlink()}
 
 
 def test_the_development_server_serves_too(start_service):
