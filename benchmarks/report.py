@@ -122,6 +122,23 @@ def churn_report(result: dict) -> str:
     )
 
 
+def log_faults_report(result: dict) -> str:
+    lines = [f"stdout nobody reads ({result['workers']} workers, {result['requests']:,} requests "
+             f"from {result['clients']} clients; latency median / p99 / max):"]  # fmt: skip
+    for name, label in (("stdout_read", "stdout read "), ("stdout_stuck", "stdout stuck")):
+        run = result[name]
+        lines.append(
+            f"  {label}: {run['latency_median_ms']} / {run['latency_p99_ms']} / "
+            f"{run['latency_max_ms']} ms, {run['console_lines_dropped']:,} console lines dropped, "
+            f"every access line in the log file: {_yes(run['file_has_every_access_line'])}"
+        )
+    return "\n".join(lines)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
 def logs_report(result: dict) -> str:
     return (
         f"Log throughput through the master's sinks ({result['children']} forked workers, "

@@ -3,9 +3,10 @@
 
 Bakes projects from this template and serves each under gunicorn on loopback, loaded by
 wrk, beside a bare Flask app (the ceiling) and the same app with OpenTelemetry; then times
-/metrics scrapes, log lines through the master's sinks, baking, and the time from
-cookiecutter to a passing generated test suite, and the metrics directory through 2,000
-worker replacements. Prints tables and writes every figure to benchmarks/results/latest.json.
+/metrics scrapes, log lines through the master's sinks, baking, the time from cookiecutter
+to a passing generated test suite, the metrics directory through 2,000 worker replacements,
+and a stdout that nobody reads. Prints tables and writes every figure to
+benchmarks/results/latest.json.
 Not part of the test suite: see "Benchmark" in README.md.
 
     python3 benchmarks/run.py                      # everything, about 12 minutes
@@ -28,10 +29,12 @@ from pathlib import Path
 
 from churn import run_churn
 from environment import BENCHMARKS_DIR, bake, ensure_venv, prepare_template
+from log_faults import run_log_faults
 from profiling import profile_worker
 from report import (
     bake_report,
     churn_report,
+    log_faults_report,
     logs_report,
     profile_report,
     scrape_report,
@@ -160,6 +163,7 @@ SECTIONS = {
     "throughput": run_throughput,
     "scrape": run_scrapes,
     "churn": run_churn,
+    "log-faults": run_log_faults,
     "logs": run_logs,
     "bake": run_bake,
 }
@@ -167,6 +171,7 @@ REPORTS = {
     "throughput": throughput_report,
     "scrape": scrape_report,
     "churn": churn_report,
+    "log-faults": log_faults_report,
     "logs": logs_report,
     "bake": bake_report,
 }

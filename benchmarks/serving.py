@@ -36,7 +36,12 @@ def fetch(url: str, timeout: float = 10) -> tuple[int, bytes]:
 class Gunicorn:
     """A gunicorn master and its workers, started from a command and stopped by its pid."""
 
-    def __init__(self, command: list, cwd: Path, env: dict, output: Path, ready_path: str):
+    def __init__(
+        self, command: list, cwd: Path, env: dict, output: Path, ready_path: str,
+        stdout: int | None = None,
+    ):  # fmt: skip
+        """`stdout`: a file descriptor for the service's stdout; by default `output` has both."""
+        self.stdout = stdout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [*command, "--bind", f"127.0.0.1:{self.port}"]
@@ -53,8 +58,8 @@ class Gunicorn:
                 self.command,
                 cwd=self.cwd,
                 env=self.env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
+                stdout=output if self.stdout is None else self.stdout,
+                stderr=subprocess.STDOUT if self.stdout is None else output,
                 start_new_session=True,
             )
         self._wait_until_ready()
