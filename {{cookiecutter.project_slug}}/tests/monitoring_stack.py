@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import PROJECT_DIR, free_port, get
+from .conftest import PROJECT_DIR, free_port, get, stop_process_group
 from .promql import ALERTS, service_job
 
 ALERTMANAGER_CONFIG = PROJECT_DIR / "monitoring" / "alertmanager" / "alertmanager.yml"
@@ -78,8 +77,9 @@ class Server:
     def start(self) -> "Server":
         with self.output.open("wb") as output:
             self.process = subprocess.Popen(
-                self.command, cwd=self.workdir, stdout=output, stderr=subprocess.STDOUT
-            )
+                self.command, cwd=self.workdir, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
         wait_for(self._ready, f"{self.command[0]} ready on port {self.port}")
         return self
 
@@ -92,13 +92,7 @@ class Server:
             return False
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
 
 
 class Prometheus(Server):
