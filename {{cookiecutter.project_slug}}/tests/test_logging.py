@@ -1,7 +1,11 @@
 import gzip
 import json
 import logging
-from datetime import timedelta
+import os
+import sys
+import traceback
+import zipfile
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +18,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
     ensure_logging,
     finish_compressions,
 )
+from {{ cookiecutter.package_name }}.observability.timeouts import RequestTimeout
 from {{ cookiecutter.package_name }}.settings import SettingsError
 
 from .conftest import make_settings
@@ -130,19 +135,139 @@ def test_logging_set_up_by_gunicorn_is_not_redone_by_the_app(tmp_path):
     assert not second.exists()
 
 
-def test_gunicorn_access_lines_are_structured(capsys):
-    configure_logging(make_settings())
+def gunicorn_logger_writing_access_lines() -> GunicornLogger:
     gunicorn_logger = GunicornLogger(Config())
     gunicorn_logger.cfg.set("accesslog", "-")
     gunicorn_logger.setup(gunicorn_logger.cfg)
+    return gunicorn_logger
+
+
+def test_gunicorn_access_lines_are_structured(capsys):
+    configure_logging(make_settings())
+    gunicorn_logger = gunicorn_logger_writing_access_lines()
     response = SimpleNamespace(status="404 NOT FOUND", sent=9, headers=[("X-Request-ID", "req-1")])
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/nothing", "REMOTE_ADDR": "127.0.0.1",
                "HTTP_USER_AGENT": "probe\nFORGED"}  # fmt: skip
     gunicorn_logger.access(response, None, environ, timedelta(milliseconds=12))
     record = json_lines(capsys.readouterr().out)[-1]
+    # Dashboards and collectors query these names: each one is part of the contract.
     assert record["log.logger"] == "gunicorn.access"
-    assert record["http.request.id"] == "req-1"
-    assert record["http.response.status_code"] == 404
-    assert record["url.path"] == "/nothing"
-    assert record["event.duration"] == 12_000_000
-    assert record["user_agent.original"] == "probe\nFORGED"  # kept, but JSON-escaped on one line
+    assert record["message"] == "GET /nothing 404 12.0ms"
+    assert {key: record.get(key) for key in ACCESS_FIELDS} == {
+        "http.request.id": "req-1",
+        "client.address": "127.0.0.1",
+        "user_agent.original": "probe\nFORGED",  # kept, but JSON-escaped on one line
+        "http.request.method": "GET",
+        "url.path": "/nothing",
+        "http.response.status_code": 404,
+        "http.response.body.bytes": 9,
+        "event.duration": 12_000_000,  # nanoseconds
+    }
+
+
+ACCESS_FIELDS = [
+    "http.request.id", "client.address", "user_agent.original", "http.request.method",
+    "url.path", "http.response.status_code", "http.response.body.bytes", "event.duration",
+]  # fmt: skip
+
+
+def test_an_answer_gunicorn_writes_after_a_timeout_carries_the_request_id(capsys):
+    configure_logging(make_settings())
+    gunicorn_logger = gunicorn_logger_writing_access_lines()
+    # gunicorn's own error answer: no header of the service, and a bare environ.
+    response = SimpleNamespace(status="500 Internal Server Error", sent=0, headers=[])
+    for error in (RequestTimeout("timed out", request_id="req-late"), ValueError("other")):
+        try:
+            raise error
+        except (RequestTimeout, ValueError):
+            gunicorn_logger.access(response, None, {}, timedelta(seconds=30))
+    timed_out, other = json_lines(capsys.readouterr().out)[-2:]
+    assert timed_out["http.request.id"] == "req-late"
+    assert "http.request.id" not in other  # "-": no request id to tell
+
+
+def test_gunicorn_errors_are_logged_once_except_a_request_timeout_told_already(capsys):
+    configure_logging(make_settings())
+    gunicorn_logger = gunicorn_logger_writing_access_lines()
+    capsys.readouterr()
+    try:
+        raise ValueError("handler broke")
+    except ValueError:
+        gunicorn_logger.exception("Error handling request %s", "/orders")
+    try:
+        raise RequestTimeout("timed out", request_id="req-late")
+    except RequestTimeout:
+        gunicorn_logger.exception("Error handling request %s", "/slow")
+    [record] = json_lines(capsys.readouterr().out)
+    assert record["message"] == "Error handling request /orders"
+    assert record["log.logger"] == "gunicorn.error"
+    assert record["log.level"] == "error"
+    assert record["error.type"] == "ValueError"
+
+
+def test_a_text_line_is_followed_by_its_traceback_once(capsys):
+    configure_logging(make_settings(log_format="text"))
+    try:
+        raise ValueError("bad input")
+    except ValueError:
+        logger.exception("request failed")
+        traceback_text = "".join(traceback.format_exception(*sys.exc_info()))
+    first_line, rest = capsys.readouterr().out.split("\n", 1)
+    assert first_line.endswith(" - request failed")
+    assert rest == traceback_text
+
+
+def test_a_carriage_return_cannot_rewrite_a_text_line(capsys):
+    configure_logging(make_settings(log_format="text"))
+    # A terminal would go back to the start of the line and print over it.
+    logger.info("agent: curl\rERROR | admin logged in")
+    output = capsys.readouterr().out
+    assert "\r" not in output
+    assert "curl\\rERROR" in output
+
+
+def test_a_text_line_shows_the_milliseconds_of_its_time(capsys):
+    configure_logging(make_settings(log_format="text"))
+    # 0.050 s: a wrong divisor or a lost zero padding shows in these digits.
+    logged_at = datetime(2024, 5, 6, 7, 8, 9, 50_000, tzinfo=UTC)
+    logger.patch(lambda record: record.update(time=logged_at)).info("at a known time")
+    assert capsys.readouterr().out.startswith("2024-05-06 07:08:09.050 | INFO     | ")
+
+
+def test_zip_compression_makes_real_deflated_archives_of_the_rotated_files(tmp_path):
+    log_file = tmp_path / "logs" / "service.log"
+    configure_logging(
+        make_settings(log_file=log_file, log_rotation="2 KB", log_retention="100",
+                      log_compression="zip")
+    )  # fmt: skip
+    for number in range(100):
+        logger.info("line {}", number)
+    logger.remove()  # closes the file
+    finish_compressions()
+
+    archives = sorted(log_file.parent.glob("*.zip"))
+    assert len(archives) >= 3
+    # Nothing else is left behind: no half-written archive, no uncompressed rotated file.
+    assert set(os.listdir(log_file.parent)) == {log_file.name, *(a.name for a in archives)}
+    lines = []
+    for archive in archives:
+        assert zipfile.is_zipfile(archive)
+        with zipfile.ZipFile(archive) as zipped:
+            [member] = zipped.infolist()
+            assert member.filename == archive.name.removesuffix(".zip")  # the rotated file
+            assert member.compress_type == zipfile.ZIP_DEFLATED
+            lines.extend(zipped.read(member).decode("utf-8").splitlines())
+    lines.extend(log_file.read_text(encoding="utf-8").splitlines())
+    messages = [json.loads(line)["message"] for line in lines]
+    assert sorted(messages) == sorted(f"line {number}" for number in range(100))
+
+
+def test_console_lines_that_cannot_be_written_are_counted_for_the_console(monkeypatch):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone: every write fails (EPIPE)
+    monkeypatch.setattr(sys, "stdout", os.fdopen(write_end, "w"))
+    counted = []
+    configure_logging(make_settings(), count_lost_lines=lambda *loss: counted.append(loss))
+    logger.info("nobody reads this")
+    logger.remove()  # waits for the console's thread to try the line
+    assert counted == [("console", "write_error", 1)]
