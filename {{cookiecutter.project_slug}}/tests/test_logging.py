@@ -5,6 +5,7 @@ import os
 import sys
 import traceback
 import zipfile
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -265,9 +266,12 @@ def test_zip_compression_makes_real_deflated_archives_of_the_rotated_files(tmp_p
 def test_console_lines_that_cannot_be_written_are_counted_for_the_console(monkeypatch):
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone: every write fails (EPIPE)
-    monkeypatch.setattr(sys, "stdout", os.fdopen(write_end, "w"))
+    stdout = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stdout", stdout)
     counted = []
     configure_logging(make_settings(), count_lost_lines=lambda *loss: counted.append(loss))
     logger.info("nobody reads this")
     logger.remove()  # waits for the console's thread to try the line
+    with suppress(BrokenPipeError):  # the line it still buffers cannot be written either
+        stdout.close()
     assert counted == [("console", "write_error", 1)]
