@@ -2,11 +2,15 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability import metrics
@@ -15,7 +19,7 @@ from {{ cookiecutter.package_name }}.observability.timeouts import (
     end_timed_out_request,
 )
 
-from .conftest import get, make_settings
+from .conftest import PROJECT_DIR, get, make_settings
 
 
 def sample(metrics_text: str, name: str, **labels: str) -> float:
@@ -77,6 +81,16 @@ def test_probes_and_scrapes_are_not_counted(client):
     assert sample(scrape(client), "flask_http_request_total") == 0
 
 
+def test_without_gunicorn_the_process_and_python_metrics_are_exported(client):
+    """Registered on the app's own registry: on none, or on the default one, they vanish."""
+    text = scrape(client)
+    assert "python_info{" in text
+    assert "python_gc_objects_collected_total{" in text
+    if Path("/proc/self/stat").exists():  # ProcessCollector reads /proc: Linux only
+        assert sample(text, "process_cpu_seconds_total") > 0
+        assert sample(text, "process_resident_memory_bytes") > 1e6
+
+
 def test_each_app_in_a_process_has_working_metrics():
     first = create_app(make_settings()).test_client()
     second = create_app(make_settings()).test_client()
@@ -97,6 +111,19 @@ def test_counts_are_exact_across_gunicorn_workers(gunicorn):
     assert sample(text, "flask_http_request_total", status="200") == 120
     assert sample(text, "flask_http_request_total", status="500") == 30
     assert sample(text, "flask_http_request_duration_seconds_count", status="500") == 30
+
+
+def test_a_gunicorn_scrape_honours_the_names_asked_for_and_openmetrics(gunicorn):
+    server = gunicorn(workers=1)
+    assert get(f"{server.url}/api/items/1")[0] == 200
+    _, _, body = get(f"{server.url}/metrics?name[]=flask_http_request_total")
+    families = set(re.findall(r"^# TYPE (\S+)", body.decode(), re.MULTILINE))
+    assert families == {"flask_http_request_total"}
+
+    openmetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    _, headers, body = get(f"{server.url}/metrics", {"Accept": openmetrics})
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.decode().endswith("# EOF\n")  # the end mark of OpenMetrics only
 
 
 def test_a_request_is_in_flight_while_it_is_served(app):
@@ -247,3 +274,28 @@ def get_cut_off(url: str) -> None:
 
 def scrape_server(server) -> str:
     return get(f"{server.url}/metrics")[2].decode()
+
+
+# The gunicorn master in miniature: prometheus_client in multiprocess mode, lines lost twice.
+LOSE_LOG_LINES = """
+from {module} import count_lost_log_lines
+
+count_lost_log_lines("console", "reader_stuck", 7)
+count_lost_log_lines("console", "reader_stuck", 5)
+count_lost_log_lines("file", "write_failed", 3)
+"""
+
+
+def test_lost_log_lines_are_counted_by_sink_and_reason(tmp_path):
+    subprocess.run(
+        [sys.executable, "-c", LOSE_LOG_LINES.format(module=metrics.__name__)],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT_DIR / "src")},
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    text = generate_latest(registry).decode()
+    name = "log_lines_dropped_total"
+    assert sample(text, name, sink="console", reason="reader_stuck") == 12
+    assert sample(text, name, sink="file", reason="write_failed") == 3
+    assert sample(text, name) == 15

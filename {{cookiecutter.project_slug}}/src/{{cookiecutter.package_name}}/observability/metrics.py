@@ -85,7 +85,9 @@ class ArchiveSafeGunicornMetrics(GunicornInternalPrometheusMetrics):  # type: ig
     def generate_metrics(
         self, accept_header: str | None = None, names: list[str] | None = None
     ) -> tuple[str, str]:
-        registry = CollectorRegistry()
+        # The collector has no describe(): without this a restricted registry (`name[]`)
+        # would find no collector for any name, and answer with nothing.
+        registry = CollectorRegistry(support_collectors_without_names=True)
         metrics_store.LockedMultiProcessCollector(registry)
         scraped: Collector = registry.restricted_registry(names) if names else registry
         encode, content_type = choose_encoder(accept_header or "")
