@@ -1,3 +1,4 @@
+import copy
 import gzip
 import json
 import logging
@@ -11,6 +12,7 @@ from loguru import logger
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability.errors import (
     FILTERED,
+    _traces_sampler,
     scrub_event,
 )
 from {{ cookiecutter.package_name }}.settings import (
@@ -220,3 +222,50 @@ def test_scrubbing_filters_headers_body_query_and_client_address():
     assert "cookies" not in request
     assert "env" not in request
     assert scrubbed["user"] == {"id": "7"}
+
+
+def test_a_blank_query_value_survives_scrubbing():
+    event = {"request": {"query_string": "token=x&debug=&q=flask"}}
+    assert scrub_event(event, {})["request"]["query_string"] == (
+        "token=%5BFiltered%5D&debug=&q=flask"
+    )
+
+
+@pytest.mark.parametrize(
+    ("context", "sampled"),
+    [
+        ({"parent_sampled": True, "wsgi_environ": {"PATH_INFO": "/api/items/1"}}, 1.0),
+        ({"parent_sampled": False, "wsgi_environ": {"PATH_INFO": "/api/items/1"}}, 0.0),
+        ({"parent_sampled": None, "wsgi_environ": {"PATH_INFO": "/api/items/1"}}, 0.25),
+        ({"wsgi_environ": {}}, 0.25),  # PEP 3333 lets PATH_INFO be absent
+        ({}, 0.25),  # a transaction started outside a request
+        ({"parent_sampled": True, "wsgi_environ": {"PATH_INFO": "/livez"}}, 0.0),
+    ],
+)
+def test_traces_follow_the_callers_sampling_decision_over_the_rate(context, sampled):
+    """A trace sampled upstream must be whole: the caller's decision overrides the rate."""
+    assert _traces_sampler(0.25)(context) == sampled
+
+
+def test_an_event_is_tagged_with_the_trace_id_of_its_request(sentry_server):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
+    traceparent = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    assert app.test_client().get("/api/fail", headers=traceparent).status_code == 500
+    sentry_sdk.flush(timeout=5)
+    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    assert event["tags"]["trace_id"] == trace_id
+
+
+def test_wsgi_style_header_names_are_scrubbed():
+    event = {"request": {"headers": {
+        "HTTP_X_API_KEY": "x", "HTTP_AUTHORIZATION": "x", "HTTP_ACCEPT": "text/html",
+    }}}  # fmt: skip
+    assert scrub_event(event, {})["request"]["headers"] == {
+        "HTTP_X_API_KEY": FILTERED, "HTTP_AUTHORIZATION": FILTERED, "HTTP_ACCEPT": "text/html",
+    }  # fmt: skip
+
+
+def test_an_event_without_environ_or_client_address_passes_scrubbing():
+    event = {"request": {"url": "http://svc/api/fail"}, "user": {"id": "7"}}
+    assert scrub_event(copy.deepcopy(event), {}) == event  # nothing there to remove

@@ -136,3 +136,19 @@ def test_recycled_workers_leave_exact_totals_and_no_files_behind(gunicorn, tmp_p
     pids = {name.rpartition("_")[2] for name in files_of(directory)} - {"archive.db"}
     assert len(pids) <= 2  # the live workers' files; the dead ones' are in the archives
     assert files_of(directory) >= {"counter_archive.db", "histogram_archive.db"}
+
+
+# (value, timestamp) pairs where the sample to keep is not the one the other field would pick:
+# a fold that compares timestamps for min/max, or values for mostrecent, keeps the wrong one.
+@pytest.mark.parametrize(
+    ("kind", "one", "other", "kept"),
+    [
+        ("gauge_min", (2.0, 200.0), (5.0, 100.0), (2.0, 200.0)),  # the lower one is later
+        ("gauge_max", (5.0, 100.0), (2.0, 200.0), (5.0, 100.0)),  # the higher one is earlier
+        ("gauge_mostrecent", (2.0, 200.0), (5.0, 100.0), (2.0, 200.0)),  # the later one is lower
+    ],
+)
+def test_a_gauge_fold_keeps_the_sample_a_scrape_would_show(kind, one, other, kept):
+    combine = metrics_store.COMBINE[kind]
+    assert combine(one, other) == kept
+    assert combine(other, one) == kept  # archived or dead, either way round
