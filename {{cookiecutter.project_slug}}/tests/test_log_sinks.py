@@ -5,10 +5,14 @@ import os
 import select
 import threading
 import time
+from types import SimpleNamespace
 
+import pytest
 from loguru import logger
 
+from {{ cookiecutter.package_name }}.observability import log_sinks
 from {{ cookiecutter.package_name }}.observability.log_sinks import (
+    ROOM_TO_RESUME_BYTES,
     BackgroundWriter,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
@@ -100,3 +104,129 @@ def test_a_full_disk_loses_lines_says_so_once_and_writing_resumes(tmp_path, caps
         "kept",
     ]
     assert records[0]["log.lines_lost"] == 50
+
+
+def test_the_line_that_says_the_file_works_again_is_a_plain_warning(tmp_path, capsys):
+    log_file = tmp_path / "service.log"
+    log_file.symlink_to("/dev/full")
+    configure_logging(make_settings(log_file=log_file, log_rotation="1 GB", log_compression="none"))
+    for number in range(3):
+        logger.info("lost {}", number)
+    log_file.unlink()
+    # The line that comes next has a request id and an exception: the notice takes neither.
+    try:
+        raise ValueError("bad input")
+    except ValueError:
+        logger.bind(request_id="req-7", trace_id="trace-7").exception("kept")
+    logger.remove()
+
+    resumed, kept = [json.loads(line) for line in log_file.read_text().splitlines()]
+    for field in ("@timestamp", "process.pid", "service.name", "service.environment"):
+        del resumed[field]
+    assert resumed == {
+        "log.level": "warning",
+        "message": "log file writable again, 3 lines were lost (no_space)",
+        "log.logger": "{{ cookiecutter.package_name }}.observability.log_sinks",
+        "log.lines_lost": 3,
+    }
+    assert kept["error.type"] == "ValueError"
+
+
+def test_a_write_error_other_than_a_full_disk_is_told_once_and_counted(
+    tmp_path, capsys, monkeypatch
+):
+    # The log file is a named pipe whose reader goes away: each write fails with EPIPE.
+    log_file = tmp_path / "service.log"
+    os.mkfifo(log_file)
+    reader = os.open(log_file, os.O_RDONLY | os.O_NONBLOCK)
+    counted = []
+    settings = make_settings(log_file=log_file, log_rotation="1 GB", log_compression="none")
+    configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
+    os.close(reader)
+    # A disk with no room left: only a full disk waits for room before trying again.
+    full = SimpleNamespace(f_bavail=0, f_frsize=4096)
+    monkeypatch.setattr(log_sinks.os, "statvfs", lambda folder: full)
+    for number in range(5):
+        logger.info("lost {}", number)
+    log_file.unlink()  # a plain file again: writing resumes at once, with no room to wait for
+    logger.info("kept")
+    logger.remove()
+
+    assert counted == [("file", "write_error", 1)] * 5
+    errors = capsys.readouterr().err
+    assert errors.count("cannot write") == 1
+    messages = [json.loads(line)["message"] for line in log_file.read_text().splitlines()]
+    assert messages == ["log file writable again, 5 lines were lost (write_error)", "kept"]
+
+
+@pytest.mark.parametrize(
+    ("content", "kept"),
+    [
+        (b"one\ntwo\n", b"one\ntwo\n"),
+        (b"one\ntwo\ntw", b"one\ntwo\n"),
+        (b"one\n" + b"p" * (100 * 1024), b"one\n"),  # the newline is in an earlier chunk
+        (b"one\n" + b"p" * (64 * 1024), b"one\n"),
+        (LINE.encode() * 3000 + b"p" * (100 * 1024), LINE.encode() * 3000),  # far from the start
+        (b"p" * (70 * 1024), b""),
+        (b"", b""),
+    ],
+    ids=["whole", "short", "longer-than-a-chunk", "a-chunk", "far", "no-newline", "empty"],
+)
+def test_a_line_cut_short_by_a_crash_is_taken_out_at_the_last_newline(tmp_path, content, kept):
+    log_file = tmp_path / "service.log"
+    log_file.write_bytes(content)
+    # Private: what LogFile runs before it reopens the file; reaching it through a failing
+    # disk would leave the partial line to chance.
+    log_sinks._cut_partial_last_line(log_file)
+    assert log_file.read_bytes() == kept
+
+
+def test_a_full_disk_is_tried_again_from_a_quarter_megabyte_free(monkeypatch, tmp_path):
+    def free(blocks):
+        stats = SimpleNamespace(f_bavail=blocks, f_frsize=4096)
+        monkeypatch.setattr(log_sinks.os, "statvfs", lambda folder: stats)
+
+    free(ROOM_TO_RESUME_BYTES // 4096)
+    assert log_sinks._has_room(tmp_path)
+    free(ROOM_TO_RESUME_BYTES // 4096 - 1)
+    assert not log_sinks._has_room(tmp_path)
+
+    def unknown(folder):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(log_sinks.os, "statvfs", unknown)
+    assert log_sinks._has_room(tmp_path), "when the free space is unknown, the next write tells"
+
+
+class HeldStream:
+    """A stream whose reader holds the first write until released."""
+
+    def __init__(self):
+        self.written = []
+        self.writing = threading.Event()
+        self.released = threading.Event()
+
+    def write(self, text):
+        self.writing.set()
+        assert self.released.wait(10)
+        self.written.append(text)
+
+    def flush(self):
+        pass
+
+
+def test_the_console_buffer_keeps_exactly_its_capacity_and_drops_beyond_it():
+    stream = HeldStream()
+    counted = []
+    console = BackgroundWriter(
+        stream, "console", capacity=10, count_lost_lines=lambda *loss: counted.append(loss)
+    )
+    console.write("first\n")
+    assert stream.writing.wait(10)  # the thread holds "first": the buffer is empty again
+    console.write("x" * 4)
+    console.write("x" * 6)  # exactly the capacity, together: kept
+    console.write("y")  # one more character: dropped
+    stream.released.set()
+    console.stop()
+    assert "".join(stream.written) == "first\n" + "x" * 10
+    assert counted == [("console", "buffer_full", 1)]
