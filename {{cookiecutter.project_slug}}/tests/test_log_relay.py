@@ -11,10 +11,12 @@ from loguru import logger
 from {{ cookiecutter.package_name }}.observability.log_relay import (
     MAX_DATAGRAM,
     LogRelay,
+    _pack,
     forward_logs_to_master,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
+    line_renderers,
 )
 
 from .conftest import make_settings
@@ -160,3 +162,60 @@ def test_the_file_stays_json_when_the_console_is_text(tmp_path, capfd):
     [line] = [line for line in capfd.readouterr().out.splitlines() if "rendered twice" in line]
     assert " | WARNING  | " in line
     assert not line.startswith("{")
+
+
+def test_workers_leave_out_the_records_below_the_log_level(master):
+    settings, relay = master  # the master writes from INFO up: whatever a worker sends
+    worker_settings = settings.model_copy(update={"log_level": "WARNING"})
+
+    def log_both():
+        logger.info("below the level")
+        logger.warning("at the level")
+
+    worker = fork_worker(worker_settings, relay, log_both)
+    assert wait_for_exit(worker)
+    relay.stop()
+    messages = [record["message"] for record in file_records(settings)]
+    assert "at the level" in messages
+    assert "below the level" not in messages
+
+
+@pytest.mark.parametrize("over", [0, 1], ids=["at-the-limit", "one-byte-over"])
+def test_a_record_at_the_datagram_limit_arrives_whole_and_one_byte_more_is_cut(capfd, over):
+    # A console alone: the message is then in the datagram once, so one more character of
+    # it is one more byte, and the record can be made exactly MAX_DATAGRAM (+ over) long.
+    settings = make_settings()
+    configure_logging(settings)
+    relay = LogRelay()
+
+    def log_sized_record():
+        forward_logs_to_master(settings, relay.address)
+        # Private, but the honest measure: the datagram the worker sends is what _pack makes.
+        sizes = []
+        measure = logger.add(
+            lambda datagram: sizes.append(len(datagram.encode())),
+            format=lambda record: _pack(record, line_renderers(settings)),
+        )
+        logger.bind(size="exact").info("")  # the probe: everything but the message
+        logger.remove(measure)
+        logger.bind(size="exact").info("y" * (MAX_DATAGRAM - sizes[0] + over))
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            log_sized_record()
+        finally:
+            os._exit(0)
+    assert wait_for_exit(pid)
+    relay.stop()
+    logger.remove()  # writes out the console
+    output = capfd.readouterr()
+    records = [json.loads(line) for line in output.out.splitlines()]
+    [record] = [r for r in records if r.get("size") == "exact" and r["message"]]  # not the probe
+    assert "log relay:" not in output.err
+    if over:
+        assert record["message"].startswith("y" * 1000)
+        assert record["message"].endswith(" characters cut by the log relay]")
+    else:
+        assert record["message"] == "y" * (len(record["message"]))
+        assert len(record["message"]) > MAX_DATAGRAM - 1000
