@@ -11,6 +11,8 @@ import subprocess
 import pytest
 import yaml
 
+from {{ cookiecutter.package_name }}.observability.metrics import METRICS_PATH
+
 from .conftest import PROJECT_DIR
 from .promql import (
     grouping_labels,
@@ -137,6 +139,17 @@ def test_each_severity_goes_to_its_receiver():
         severity = alert["labels"]["severity"]
         labels = [f"alertname={alert['alert']}", f"job={service_job()}", f"severity={severity}"]
         assert route(*labels) == severity, alert["alert"]
+
+
+def test_an_alert_without_a_severity_still_reaches_someone():
+    """A rule added without a severity label falls through to the default receiver."""
+    assert route("alertname=SomethingNew", f"job={service_job()}") == "ticket"
+
+
+def test_prometheus_scrapes_the_route_the_service_serves_metrics_on():
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == service_job()]
+    assert job.get("metrics_path", "/metrics") == METRICS_PATH
 
 
 def test_a_page_silences_the_tickets_of_its_job():
