@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import PROJECT_DIR
-from .promql import known_series, metric_names, service_job, unknown_labels
+from .promql import known_series, metric_names, rules, service_job, unknown_labels
 
 DASHBOARDS = sorted((PROJECT_DIR / "monitoring" / "grafana" / "dashboards").glob("*.json"))
 # Variables Grafana defines itself.
@@ -116,6 +116,49 @@ def test_jobs_named_are_the_one_prometheus_scrapes(dashboard):
     queries += [variable["query"] for variable in dashboard["templating"]["list"]]
     named = set(re.findall(r'\bjob\s*=~?\s*"([^"$]+)"', " ".join(map(str, queries))))
     assert named <= {service_job()}
+
+
+def alert_thresholds() -> dict[str, float]:
+    """The numbers alerts.yml compares with, by what they measure."""
+    exprs = {rule["alert"]: rule["expr"] for rule in rules() if "alert" in rule}
+    fast = re.findall(r"> \(([\d.]+) \* ([\d.e-]+)\)", exprs["ErrorBudgetBurnFast"])
+    slow = re.findall(r"> \(([\d.]+) \* ([\d.e-]+)\)", exprs["ErrorBudgetBurnSlow"])
+    budgets = {float(budget) for _, budget in fast + slow}
+    assert len(budgets) == 1, f"the burn-rate alerts disagree on the error budget: {budgets}"
+    return {
+        "error ratio": float(re.search(r"> ([\d.]+)\s*$", exprs["HighErrorRatio"])[1]),
+        "latency": float(re.search(r"\) > ([\d.]+)\s*$", exprs["HighLatencyP99"])[1]),
+        "budget": budgets.pop(),
+        "fast burn": float(fast[0][0]),
+        "slow burn": float(slow[0][0]),
+    }
+
+
+def threshold_steps(panel: dict) -> list[float]:
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    return [step["value"] for step in steps if step["value"] is not None]
+
+
+def test_thresholds_shown_are_the_ones_the_alerts_use(dashboard):
+    """A red line elsewhere than where the alert fires tells the on-call the wrong story."""
+    alert = alert_thresholds()
+    expected = {
+        "5xx error ratio": [alert["error ratio"]],
+        "Latency p99, 30 days": [alert["latency"]],
+        "Availability, 30 days": [pytest.approx(1 - alert["budget"])],
+        "Error budget burn rate": [alert["slow burn"], alert["fast burn"]],
+    }
+    checked = set()
+    for panel in panels(dashboard):
+        if panel["title"] in expected:
+            assert threshold_steps(panel) == expected[panel["title"]], panel["title"]
+            checked.add(panel["title"])
+        for target in panel.get("targets", []):
+            if "/ " in target["expr"] and re.search(r"/ [\d.e-]+$", target["expr"]):
+                # Burn rate and budget left divide by the error budget.
+                budget = float(target["expr"].rpartition("/ ")[2])
+                assert budget == pytest.approx(alert["budget"]), panel["title"]
+    assert checked == set(expected)
 
 
 @pytest.mark.parametrize(
