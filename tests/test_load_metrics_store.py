@@ -121,7 +121,7 @@ def test_a_directory_the_service_made_is_removed_on_exit_even_after_a_reload(bak
         send_all(service.url, mixed_paths(5))
     finally:
         service.stop()
-    assert list(temporary.glob("metrics-*")) == []
+    assert list(temporary.iterdir()) == [], "neither the metrics nor the log relay folder stays"
 
 
 def test_a_directory_given_by_the_operator_is_kept_on_exit(baked, tmp_path):

@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 # prometheus_client picks its storage when first imported: the directory must be known
-# before anything imports it. Kept across HUP reloads, which re-run this file.
+# before anything imports it. Kept across HUP reloads, which re-run this file. A directory
+# given by the operator is theirs, and stays.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
-    os.environ["METRICS_DIR_MADE_BY_SERVICE"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    from {{ cookiecutter.package_name }}.observability.metrics_store import remove_at_exit
+
+    remove_at_exit(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 {%- else %}
 
 from typing import TYPE_CHECKING
@@ -79,11 +82,6 @@ def worker_abort(worker: "Worker") -> None:
 
 def on_exit(server: "Arbiter") -> None:
     log_relay.stop()
-{%- if cookiecutter.use_prometheus %}
-    # Only the directory made above: one given by the operator is theirs.
-    if os.environ.get("METRICS_DIR_MADE_BY_SERVICE") == os.environ["PROMETHEUS_MULTIPROC_DIR"]:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
-{%- endif %}
 {%- if cookiecutter.use_prometheus %}
 
 

@@ -63,7 +63,12 @@ def test_a_bad_setting_stops_gunicorn_with_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
         cwd=PROJECT_DIR,
-        env={"LOG_LEVEL": "LOUD", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_DIR / "src")},
+        env={
+            "LOG_LEVEL": "LOUD",
+            "PATH": "/usr/bin:/bin",
+            "TMPDIR": str(tmp_path),
+            "PYTHONPATH": str(PROJECT_DIR / "src"),
+        },
         capture_output=True,
         text=True,
         timeout=30,
@@ -71,3 +76,4 @@ def test_a_bad_setting_stops_gunicorn_with_one_line(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "invalid setting LOG_LEVEL='LOUD'" in result.stderr
+    assert list(tmp_path.iterdir()) == [], "the refused start leaves nothing behind"

@@ -10,7 +10,9 @@ processes would, whose lock dies held with the worker.
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import shutil
 import socket
 import sys
@@ -47,6 +49,13 @@ class LogRelay:
         self._writing = threading.Lock()
         self._thread = threading.Thread(target=self._write_lines, name="log-relay", daemon=True)
         self._thread.start()
+        self._master = os.getpid()
+        atexit.register(self._stop_in_master)  # a start refused for a bad setting, too
+
+    def _stop_in_master(self) -> None:
+        # Forked workers run the same exit handlers: the relay is the master's alone.
+        if os.getpid() == self._master:
+            self.stop()
 
     def _write_lines(self) -> None:
         while datagram := self._socket.recv(MAX_DATAGRAM):
