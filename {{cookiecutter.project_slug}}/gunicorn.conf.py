@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 # given by the operator is theirs, and stays.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
-    from {{ cookiecutter.package_name }}.observability.metrics_store import remove_at_exit
+    from {{ cookiecutter.package_name }}.observability.metrics_store import (
+        remove_at_exit,
+    )
 
     remove_at_exit(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 {%- else %}

@@ -11,7 +11,9 @@ import subprocess
 import pytest
 import yaml
 
-from {{ cookiecutter.package_name }}.observability.metrics import METRICS_PATH
+from {{ cookiecutter.package_name }}.observability.metrics import (
+    METRICS_PATH,
+)
 
 from .conftest import PROJECT_DIR
 from .promql import (

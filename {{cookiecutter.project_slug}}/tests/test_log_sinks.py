@@ -126,7 +126,7 @@ def test_the_line_that_says_the_file_works_again_is_a_plain_warning(tmp_path, ca
     assert resumed == {
         "log.level": "warning",
         "message": "log file writable again, 3 lines were lost (no_space)",
-        "log.logger": "{{ cookiecutter.package_name }}.observability.log_sinks",
+        "log.logger": log_sinks.__name__,
         "log.lines_lost": 3,
     }
     assert kept["error.type"] == "ValueError"

@@ -19,7 +19,9 @@ from {{ cookiecutter.package_name }}.observability.logging import (
     ensure_logging,
     finish_compressions,
 )
-from {{ cookiecutter.package_name }}.observability.timeouts import RequestTimeout
+from {{ cookiecutter.package_name }}.observability.timeouts import (
+    RequestTimeout,
+)
 from {{ cookiecutter.package_name }}.settings import SettingsError
 
 from .conftest import make_settings
@@ -151,7 +153,7 @@ def test_gunicorn_access_lines_are_structured(capsys):
                "HTTP_USER_AGENT": "probe\nFORGED"}  # fmt: skip
     gunicorn_logger.access(response, None, environ, timedelta(milliseconds=12))
     record = json_lines(capsys.readouterr().out)[-1]
-    # Dashboards and collectors query these names: each one is part of the contract.
+    # Queries and log collectors read these names: each one is part of the contract.
     assert record["log.logger"] == "gunicorn.access"
     assert record["message"] == "GET /nothing 404 12.0ms"
     assert {key: record.get(key) for key in ACCESS_FIELDS} == {
