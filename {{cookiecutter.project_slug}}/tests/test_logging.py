@@ -91,16 +91,21 @@ def test_text_format_cannot_be_forged_with_newlines(capsys):
     assert "curl\\nFORGED" in output
 
 
-def test_file_sink_rotates_compresses_and_keeps_every_line(tmp_path):
-    log_file = tmp_path / "logs" / "service.log"
+def log_rotating_lines(log_file, compression: str, lines: int) -> None:
+    """`lines` numbered lines into a file rotated every 2 KB; returns once all are compressed."""
     configure_logging(
         make_settings(log_file=log_file, log_rotation="2 KB", log_retention="100",
-                      log_compression="gz")
+                      log_compression=compression)
     )  # fmt: skip
-    for number in range(200):
+    for number in range(lines):
         logger.info("line {}", number)
     logger.remove()  # closes the file
     finish_compressions()
+
+
+def test_file_sink_rotates_compresses_and_keeps_every_line(tmp_path):
+    log_file = tmp_path / "logs" / "service.log"
+    log_rotating_lines(log_file, "gz", 200)
 
     files = sorted(path.name for path in log_file.parent.iterdir())
     assert sum(name.endswith(".gz") for name in files) >= 5
@@ -239,14 +244,7 @@ def test_a_text_line_shows_the_milliseconds_of_its_time(capsys):
 
 def test_zip_compression_makes_real_deflated_archives_of_the_rotated_files(tmp_path):
     log_file = tmp_path / "logs" / "service.log"
-    configure_logging(
-        make_settings(log_file=log_file, log_rotation="2 KB", log_retention="100",
-                      log_compression="zip")
-    )  # fmt: skip
-    for number in range(100):
-        logger.info("line {}", number)
-    logger.remove()  # closes the file
-    finish_compressions()
+    log_rotating_lines(log_file, "zip", 100)
 
     archives = sorted(log_file.parent.glob("*.zip"))
     assert len(archives) >= 3
