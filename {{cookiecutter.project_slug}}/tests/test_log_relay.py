@@ -57,21 +57,32 @@ def file_records(settings) -> list[dict]:
     return [json.loads(line) for line in settings.log_file.read_text().splitlines()]
 
 
-def test_lines_from_several_workers_arrive_once_and_whole(master):
-    settings, relay = master
+def numbered_lines(count: int):
+    """What a worker logs: lines 0 to count - 1, each bound with the worker's pid."""
 
     def log_lines():
-        for number in range(300):
+        for number in range(count):
             logger.bind(worker=os.getpid()).info("line {}", number)
 
-    workers = [fork_worker(settings, relay, log_lines) for _ in range(3)]
+    return log_lines
+
+
+def line_numbers_by_worker(records: list[dict], workers: list[int]) -> dict[int, list[int]]:
+    return {
+        pid: [int(r["message"].split()[1]) for r in records if r.get("worker") == pid]
+        for pid in workers
+    }
+
+
+def test_lines_from_several_workers_arrive_once_and_whole(master):
+    settings, relay = master
+    workers = [fork_worker(settings, relay, numbered_lines(300)) for _ in range(3)]
     assert all(wait_for_exit(pid) for pid in workers)
     relay.stop()
 
     records = [record for record in file_records(settings) if "worker" in record]
     assert len(records) == 900
-    for pid in workers:
-        numbers = [int(r["message"].split()[1]) for r in records if r["worker"] == pid]
+    for numbers in line_numbers_by_worker(records, workers).values():
         assert numbers == list(range(300)), "each worker's lines arrive complete and in order"
 
 
@@ -113,12 +124,7 @@ def test_a_record_too_large_for_a_datagram_reaches_the_file_cut_short(master, ca
 
 def test_sinks_rebuilt_while_workers_log_lose_no_line_and_repeat_none(master):
     settings, relay = master
-
-    def log_lines():
-        for number in range(1000):
-            logger.bind(worker=os.getpid()).info("line {}", number)
-
-    workers = [fork_worker(settings, relay, log_lines) for _ in range(3)]
+    workers = [fork_worker(settings, relay, numbered_lines(1000)) for _ in range(3)]
     reconfigure = relay.paused(configure_logging)  # what gunicorn.conf.py runs on HUP
     rebuilt = 0
     running = set(workers)
@@ -137,10 +143,8 @@ def test_sinks_rebuilt_while_workers_log_lose_no_line_and_repeat_none(master):
             os.waitpid(pid, 0)
     relay.stop()
 
-    records = [record for record in file_records(settings) if "worker" in record]
     assert rebuilt > 1
-    for pid in workers:
-        numbers = [int(r["message"].split()[1]) for r in records if r["worker"] == pid]
+    for numbers in line_numbers_by_worker(file_records(settings), workers).values():
         assert numbers == list(range(1000)), "each worker's lines arrive once and in order"
 
 
