@@ -74,9 +74,11 @@ class LoopbackProcess:
 class GunicornService(LoopbackProcess):
     ready_path = "/livez"
 
-    def __init__(self, project, workdir: Path, workers: int = 3, **settings: str):
+    def __init__(self, project, workdir: Path, workers: int = 3, app: str = "", **settings: str):
+        """`app` replaces the service's app, given in gunicorn's notation."""
         super().__init__("gunicorn", workdir / "gunicorn.out")
         self.project = project
+        self.app = app
         self.log_dir = workdir / "logs"
         self.env = {
             "PORT": str(self.port),
@@ -87,7 +89,8 @@ class GunicornService(LoopbackProcess):
 
     def start(self) -> "GunicornService":
         command = [self.project.python, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                   "--bind", f"127.0.0.1:{self.port}"]  # fmt: skip
+                   "--bind", f"127.0.0.1:{self.port}",
+                   *([self.app] if self.app else [])]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(self.project.path / "src"), **self.env}
         return self.launch(command, self.project.path, env)
 

@@ -68,10 +68,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+def get(url: str, headers: dict | None = None, timeout: float = 10) -> tuple[int, dict, bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
@@ -151,9 +151,10 @@ def start_service(tmp_path):
 
 @pytest.fixture
 def gunicorn(start_service):
-    def start(workers: int = 2, **settings: str) -> ServiceProcess:
+    def start(workers: int = 2, app: str = "", **settings: str) -> ServiceProcess:
+        """`app` replaces the service's app, given in gunicorn's notation."""
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                   "--bind", "127.0.0.1:{port}"]  # fmt: skip
+                   "--bind", "127.0.0.1:{port}", *([app] if app else [])]  # fmt: skip
         return start_service(command, WEB_CONCURRENCY=str(workers), **settings)
 
     return start

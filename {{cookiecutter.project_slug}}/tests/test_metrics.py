@@ -19,6 +19,7 @@ from {{ cookiecutter.package_name }}.observability.timeouts import (
     end_timed_out_request,
 )
 
+from . import stuck_app
 from .conftest import PROJECT_DIR, get, make_settings
 
 
@@ -179,10 +180,10 @@ def test_every_route_starts_with_no_timeouts_so_that_the_first_one_shows(client)
 
 
 def test_a_timed_out_request_stays_counted_after_its_worker_is_gone(gunicorn):
-    server = gunicorn(workers=2, GUNICORN_TIMEOUT="1")
-    assert get(f"{server.url}/api/slow?ms=2000")[0] == 500
+    server = gunicorn(workers=2, app=stuck_app.APP, GUNICORN_TIMEOUT="1")
+    assert get(f"{server.url}/stuck", timeout=stuck_app.STUCK_SECONDS)[0] == 500
     text = get(f"{server.url}/metrics")[2].decode()
-    assert sample(text, "flask_http_request_timeouts_total", url_rule="/api/slow") == 1
+    assert sample(text, "flask_http_request_timeouts_total", url_rule="/stuck") == 1
 
 
 def test_the_process_reports_its_cpu_and_memory(app):
@@ -236,17 +237,17 @@ def wait_for_new_workers(server, count: int, gone: set[str]) -> set[str]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
 def test_workers_killed_mid_request_leave_no_series_behind(gunicorn):
-    server = gunicorn(workers=2)
+    server = gunicorn(workers=2, app=stuck_app.APP)
     first = wait_for_new_workers(server, 2, gone=set())
-    slow = threading.Thread(target=get_cut_off, args=(f"{server.url}/api/slow?ms=2000",))
-    slow.start()
+    stuck = threading.Thread(target=get_cut_off, args=(f"{server.url}/stuck",))
+    stuck.start()
     deadline = time.monotonic() + 20
     while sample(scrape_server(server), "flask_http_requests_in_flight") < 1:
-        assert time.monotonic() < deadline, "the slow request never started"
+        assert time.monotonic() < deadline, "the stuck request never started"
         time.sleep(0.05)
     for pid in first:
         os.kill(int(pid), signal.SIGKILL)
-    slow.join()
+    stuck.join()
 
     second = wait_for_new_workers(server, 2, gone=first)
     text = scrape_server(server)
