@@ -10,6 +10,8 @@ from pathlib import Path
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 TEMPLATE_DIR = BENCHMARKS_DIR.parent
+# The component table (see the template README, "Adding a component").
+COMPONENTS = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())["_components"]
 CACHE_DIR = BENCHMARKS_DIR / ".cache"
 VENV_DIR = CACHE_DIR / "venv"
 INSTALLED_MARKER = VENV_DIR / "benchmark-requirements.txt"

@@ -4,21 +4,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from environment import BENCHMARKS_DIR, bake
+from environment import BENCHMARKS_DIR, COMPONENTS, bake
 from serving import EnvelopeServer, Gunicorn, machine_busy_seconds, own_cpu_seconds, run_wrk
 
 ENDPOINT = "/api/items/7"
 APPS_DIR = BENCHMARKS_DIR / "apps"
-# Logging and request ids cannot be switched off: this is the least a baked service runs.
-CORE = {
-    "use_sentry": "no",
-    "use_prometheus": "no",
-    "use_grafana": "no",
-    "use_docker": "no",
-    "use_github_actions": "no",
-    "file_logging": "no",
-    "log_format": "text",
-}
+# Every switch of the component table off: logging and request ids cannot be switched off,
+# this is the least a baked service runs.
+CORE = {**{switch: "no" for switch in COMPONENTS}, "log_format": "text"}
 
 
 @dataclass(frozen=True)

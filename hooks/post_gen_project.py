@@ -1,7 +1,8 @@
 """Remove what the answers switched off, record the answers, lock, print the next steps.
 
-Which files belong to which switch is written down once, in MANIFEST. Removing is
-idempotent: a path already gone is skipped, so the hook can run again safely.
+Which files belong to which switch is written down once, in the component table
+(_components in cookiecutter.json), which the hooks, the template's tests and the benchmarks
+all read. Removing is idempotent: a path already gone is skipped, so the hook can run again safely.
 
 uv.lock is written here, with uv when it is on PATH: the dependencies depend on the answers,
 so no lock in the template could be right for every project. The project starts with the
@@ -17,50 +18,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-# switch -> paths (relative to the project, "{package}" filled in) that exist only for it.
-MANIFEST = {
-    "use_sentry": [
-        "src/{package}/observability/errors.py",
-        "tests/test_errors.py",
-    ],
-    "use_prometheus": [
-        "src/{package}/observability/metrics.py",
-        "src/{package}/observability/metrics_store.py",
-        "tests/test_metrics.py",
-        "tests/test_metrics_store.py",
-        "tests/test_alerts.py",
-        "tests/test_monitoring_live.py",
-        "tests/promql.py",
-        "tests/monitoring_stack.py",
-        "monitoring/prometheus",
-        "monitoring/alertmanager",
-        "docs/runbook.md",
-    ],
-    "use_grafana": [
-        "monitoring/grafana",
-        "tests/test_dashboard.py",
-        "tests/test_dashboard_live.py",
-    ],
-    "use_docker": [
-        "Dockerfile",
-        ".dockerignore",
-        "compose.yaml",
-    ],
-    "use_github_actions": [
-        ".github",
-    ],
-}
 # Folders that only hold optional parts: removed when nothing is left in them.
 OPTIONAL_FOLDERS = ["monitoring", "docs"]
 ANSWERS_FILE = ".cookiecutter.json"
 
 
 def disabled_paths(answers: dict) -> list[str]:
+    """The paths owned by the components switched off, from the component table."""
     return [
         path.format(package=answers["package_name"])
-        for switch, paths in MANIFEST.items()
+        for switch, component in answers["_components"].items()
         if not answers[switch]
-        for path in paths
+        for path in component["owns"]
     ]
 
 

@@ -32,8 +32,6 @@ CHOICES = {
     "log_format": ("json", "text"),
     "log_compression": ("gz", "zip", "none"),
 }
-SWITCHES = ("file_logging", "use_sentry", "use_prometheus", "use_grafana", "use_docker",
-            "use_github_actions")  # fmt: skip
 # Free text that the filters of local_extensions.py escape for each file: one line each.
 FREE_TEXT = ("project_name", "description", "author_name", "author_email")
 MAX_SLUG_LENGTH = 63  # a DNS label: container, Kubernetes and Prometheus job names
@@ -116,16 +114,20 @@ def _logging_problems(answers: dict) -> list[str]:
 
 
 def _switch_problems(answers: dict) -> list[str]:
+    """Each switch of the component table (_components in cookiecutter.json) is yes or no,
+    and a component that is on has the components it needs."""
+    components = answers["_components"]
     problems = [
-        f"{name} {answers[name]!r} is not yes or no"
-        for name in SWITCHES
-        if not isinstance(answers[name], bool)
+        f"{switch} {answers[switch]!r} is not yes or no"
+        for switch in components
+        if not isinstance(answers[switch], bool)
     ]
-    if answers["use_grafana"] is True and answers["use_prometheus"] is not True:
-        problems.append(
-            "use_grafana needs use_prometheus: the dashboard reads the service's metrics "
-            "(answer yes to use_prometheus, or no to use_grafana)"
-        )
+    for switch, component in components.items():
+        for needed, why in component.get("needs", {}).items():
+            if answers[switch] is True and answers[needed] is not True:
+                problems.append(
+                    f"{switch} needs {needed}: {why} (answer yes to {needed}, or no to {switch})"
+                )
     return problems
 
 

@@ -1,5 +1,6 @@
 """Shared helpers for the template's tests: baked projects and one virtual environment."""
 
+import json
 import os
 import re
 import subprocess
@@ -18,13 +19,15 @@ sys.path.insert(0, str(TEMPLATE_DIR))  # so that tests can import hooks.*
 # Bakes do not lock (uv lock, in the post-generation hook), but where a test switches it on.
 os.environ.setdefault("TEMPLATE_UV_LOCK", "0")
 
+# The component table: each switch, the paths only it owns, what it needs, and the words
+# that betray it. The hooks, these tests and the benchmarks read it; cookiecutter.json holds it.
+COMPONENTS = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())["_components"]
+# Every switch off: the least a baked service runs (logging and request ids stay).
+MINIMAL = {**{switch: "no" for switch in COMPONENTS}, "log_format": "text"}
 # Named combinations of answers that must all produce a working service.
 SUPPORTED = {
     "all-defaults": {},
-    "minimal": {
-        "use_sentry": "no", "use_prometheus": "no", "use_grafana": "no", "use_docker": "no",
-        "use_github_actions": "no", "file_logging": "no", "log_format": "text",
-    },
+    "minimal": MINIMAL,
     "no-sentry": {"use_sentry": "no"},
     "no-metrics": {"use_prometheus": "no", "use_grafana": "no"},
     "no-dashboard": {"use_grafana": "no"},

@@ -8,23 +8,13 @@ from pathlib import Path
 import pytest
 from cookiecutter.main import cookiecutter
 
-from hooks.post_gen_project import MANIFEST
-
-from .conftest import SUPPORTED, TEMPLATE_DIR, bake, unrendered_jinja
+from .conftest import COMPONENTS, SUPPORTED, TEMPLATE_DIR, bake, unrendered_jinja
 
 COMBINATIONS = [pytest.param(name, id=name) for name in SUPPORTED]
 # The live monitoring tests (a real Prometheus and Alertmanager, about 40 s) depend only on the
 # monitoring files and the names: they run where those differ, not in every combination.
 LIVE_MONITORING_COMBINATIONS = {"all-defaults", "custom-names", "no-dashboard"}
 LIVE_MONITORING_TESTS = ["tests/test_monitoring_live.py", "tests/test_dashboard_live.py"]
-# Words that betray a component; the answers file names every switch, so it is skipped.
-COMPONENT_WORDS = {
-    "use_sentry": r"sentry",
-    "use_prometheus": r"prometheus|/metrics\b",
-    "use_grafana": r"grafana|dashboard",
-    "use_docker": r"docker|compose\.yaml",
-    "use_github_actions": r"github actions|\.github",
-}
 
 
 @pytest.mark.parametrize("name", COMBINATIONS)
@@ -41,16 +31,17 @@ def test_no_unrendered_template_syntax(baked, name):
 @pytest.mark.parametrize("name", COMBINATIONS)
 def test_disabled_components_leave_no_trace(baked, name):
     project = baked(name)
-    disabled = [switch for switch in MANIFEST if not project.answers[switch]]
+    disabled = [switch for switch in COMPONENTS if not project.answers[switch]]
     for switch in disabled:
-        for path in MANIFEST[switch]:
+        for path in COMPONENTS[switch]["owns"]:
             assert not project.has_file(path.format(package=project.package)), path
+    # The answers file names every switch, so it is skipped.
     traces = {
         f"{path.relative_to(project.path)}: {switch}"
         for switch in disabled
+        if (words := COMPONENTS[switch].get("words"))
         for path, text in project.text_files().items()
-        if path.name != ".cookiecutter.json"
-        and re.search(COMPONENT_WORDS[switch], text, re.IGNORECASE)
+        if path.name != ".cookiecutter.json" and re.search(words, text, re.IGNORECASE)
     }
     assert traces == set()
 

@@ -5,7 +5,6 @@ import json
 import pytest
 
 from hooks.post_gen_project import (
-    MANIFEST,
     OPTIONAL_FOLDERS,
     disabled_paths,
     find_python,
@@ -15,9 +14,9 @@ from hooks.post_gen_project import (
     remove_empty_folders,
     remove_paths,
 )
-from hooks.pre_gen_project import problems_with
+from hooks.pre_gen_project import CHOICES, problems_with
 
-from .conftest import TEMPLATE_DIR
+from .conftest import COMPONENTS, TEMPLATE_DIR
 
 DEFAULTS = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
 
@@ -92,9 +91,20 @@ def test_all_switches_on_remove_nothing():
     assert disabled_paths(answers()) == []
 
 
-def test_a_switch_off_removes_exactly_its_manifest_entries():
+def test_a_switch_off_removes_exactly_the_paths_its_component_owns():
     paths = disabled_paths(answers(use_sentry=False))
-    assert paths == [path.format(package="my_service") for path in MANIFEST["use_sentry"]]
+    assert paths == [path.format(package="my_service") for path in COMPONENTS["use_sentry"]["owns"]]
+
+
+def test_the_hook_checks_the_choices_that_cookiecutter_json_offers():
+    questions = {name: value for name, value in DEFAULTS.items() if not name.startswith("_")}
+    offered = {name: tuple(value) for name, value in questions.items() if isinstance(value, list)}
+    assert offered == CHOICES
+
+
+def test_every_yes_or_no_question_is_a_switch_of_the_component_table():
+    questions = {name for name, value in DEFAULTS.items() if isinstance(value, bool)}
+    assert questions == set(COMPONENTS)
 
 
 def test_removal_is_idempotent(tmp_path):
