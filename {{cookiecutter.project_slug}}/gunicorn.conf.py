@@ -4,29 +4,9 @@ This file runs in the gunicorn master, before any worker is forked (and again on
 It reads the service settings, so a bad value stops the service here with one line,
 and it sets up logging once for all workers.
 """
-{%- if cookiecutter.use_prometheus %}
 
-import os
-import shutil
-import tempfile
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-# prometheus_client picks its storage when first imported: the directory must be known
-# before anything imports it. Kept across HUP reloads, which re-run this file. A directory
-# given by the operator is theirs, and stays.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
-    from {{ cookiecutter.package_name }}.observability.metrics_store import (
-        remove_at_exit,
-    )
-
-    remove_at_exit(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-{%- else %}
-
-from typing import TYPE_CHECKING
-{%- endif %}
 
 from {{ cookiecutter.package_name }}.observability.log_relay import (
     forward_logs_to_master,
@@ -37,10 +17,13 @@ from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
 )
 {%- if cookiecutter.use_prometheus %}
-from {{ cookiecutter.package_name }}.observability.metrics import (
-    count_lost_log_lines,
+from {{ cookiecutter.package_name }}.observability.metrics_directory import (
+    MetricsDirectory,
 )
 {%- endif %}
+from {{ cookiecutter.package_name }}.observability.server_hooks import (
+    EachComponent,
+)
 from {{ cookiecutter.package_name }}.observability.timeouts import (
     end_timed_out_request,
 )
@@ -50,15 +33,17 @@ if TYPE_CHECKING:
     from gunicorn.arbiter import Arbiter
     from gunicorn.workers.base import Worker
 
-# The sinks live in the master; workers send it their lines (see log_relay.py). On HUP the
-# relay pauses while the sinks are rebuilt, so that no line is lost or written twice.
-log_relay = start_log_relay()
+# The optional components' hooks in the master (see server_hooks.py).
+components = EachComponent(
 {%- if cookiecutter.use_prometheus %}
-# Lines the master drops or cannot write (a stuck stdout, a full disk) go into /metrics.
-configure = partial(configure_logging, count_lost_lines=count_lost_log_lines)
-{%- else %}
-configure = configure_logging
-{%- endif %}
+    MetricsDirectory(),  # made before anything imports prometheus_client
+{% endif -%}
+)
+# The sinks live in the master; workers send it their lines (see log_relay.py). On HUP the
+# relay pauses while the sinks are rebuilt, so that no line is lost or written twice. Lines
+# the master drops or cannot write (a stuck stdout, a full disk) go to the components.
+log_relay = start_log_relay()
+configure = partial(configure_logging, count_lost_lines=components.log_lines_lost)
 settings = settings_for_server(apply=log_relay.paused(configure))
 
 wsgi_app = "{{ cookiecutter.package_name }}.app:create_app()"
@@ -73,6 +58,10 @@ logger_class = GunicornLogger
 control_socket_disable = True
 
 
+def on_starting(server: "Arbiter") -> None:
+    components.on_starting(server)
+
+
 def post_fork(server: "Arbiter", worker: "Worker") -> None:
     forward_logs_to_master(settings, log_relay.address)
 
@@ -82,22 +71,9 @@ def worker_abort(worker: "Worker") -> None:
     end_timed_out_request(timeout)
 
 
+def child_exit(server: "Arbiter", worker: "Worker") -> None:
+    components.child_exit(server, worker)
+
+
 def on_exit(server: "Arbiter") -> None:
     log_relay.stop()
-{%- if cookiecutter.use_prometheus %}
-
-
-def on_starting(server: "Arbiter") -> None:
-    """Start every run from zero: files left by an earlier run would carry old counts over."""
-    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-
-
-def child_exit(server: "Arbiter", worker: "Worker") -> None:
-    """Fold a dead worker's counts into the archive, so that its files can go."""
-    from {{ cookiecutter.package_name }}.observability import metrics_store
-
-    # An int once forked; types-gunicorn has the "[booting]" that a worker starts with.
-    metrics_store.retire_worker(int(worker.pid))
-{%- endif %}

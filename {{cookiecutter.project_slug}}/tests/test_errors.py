@@ -242,9 +242,9 @@ def test_a_blank_query_value_survives_scrubbing():
         ({"parent_sampled": True, "wsgi_environ": {"PATH_INFO": "/livez"}}, 0.0),
     ],
 )
-def test_traces_follow_the_callers_sampling_decision_over_the_rate(context, sampled):
+def test_traces_follow_the_callers_sampling_decision_over_the_rate(app, context, sampled):
     """A trace sampled upstream must be whole: the caller's decision overrides the rate."""
-    assert _traces_sampler(0.25)(context) == sampled
+    assert _traces_sampler(app, 0.25)(context) == sampled
 
 
 def test_an_event_is_tagged_with_the_trace_id_of_its_request(sentry_server):

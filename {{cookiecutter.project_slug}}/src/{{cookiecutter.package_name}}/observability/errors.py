@@ -20,10 +20,7 @@ from sentry_sdk.integrations.loguru import LoguruIntegration
 from sentry_sdk.types import Event, Hint, SamplingContext
 
 from ..settings import Settings
-from .health import HEALTH_PATHS
-{%- if cookiecutter.use_prometheus %}
-from .metrics import METRICS_PATH
-{%- endif %}
+from .health import polled_paths
 
 FILTERED = "[Filtered]"
 # Matched against lower-cased names with "-" read as "_" and any "http_" prefix removed.
@@ -31,11 +28,6 @@ SENSITIVE_NAME_PARTS = (
     "auth", "cookie", "api_key", "apikey", "password", "passwd", "secret",
     "token", "session", "csrf", "signature", "private_key", "forwarded_for", "real_ip",
 )  # fmt: skip
-{%- if cookiecutter.use_prometheus %}
-UNTRACED_PATHS = (*HEALTH_PATHS, METRICS_PATH)
-{%- else %}
-UNTRACED_PATHS = HEALTH_PATHS
-{%- endif %}
 
 
 def init_error_reporting(app: Flask, settings: Settings) -> None:
@@ -48,7 +40,7 @@ def init_error_reporting(app: Flask, settings: Settings) -> None:
         release=settings.app_release,
         include_local_variables=False,  # locals hold the WSGI environ with its raw headers
         # No sampler at all when tracing is off: with one, every request builds a transaction.
-        traces_sampler=_traces_sampler(settings.sentry_traces_sample_rate)
+        traces_sampler=_traces_sampler(app, settings.sentry_traces_sample_rate)
         if settings.sentry_traces_sample_rate > 0
         else None,
         before_send=scrub_event,
@@ -71,10 +63,13 @@ def _tag_request_ids() -> None:
     sentry_sdk.set_tag("trace_id", g.get("trace_id"))
 
 
-def _traces_sampler(sample_rate: float) -> Callable[[SamplingContext], float]:
+def _traces_sampler(app: Flask, sample_rate: float) -> Callable[[SamplingContext], float]:
+    """Probes and scrapes are never traced: read at each request, since the components that
+    register their paths start after this one."""
+
     def sample(context: SamplingContext) -> float:
         path = context.get("wsgi_environ", {}).get("PATH_INFO", "")
-        if path in UNTRACED_PATHS:
+        if path in polled_paths(app):
             return 0.0
         parent_sampled = context.get("parent_sampled")
         return float(parent_sampled) if parent_sampled is not None else sample_rate

@@ -8,6 +8,9 @@
 
 Register a check with `register_readiness_check(app, "database", ping_database)`:
 the function returns normally when ready and raises (or returns False) when not.
+
+Paths that machines poll (these probes, a metrics scrape) are registered with
+`register_polled_path`: the components that trace requests leave them out.
 """
 
 from collections.abc import Callable
@@ -29,12 +32,23 @@ health = Blueprint("health", __name__)
 def init_health(app: Flask, drain_file: Path | None = None) -> None:
     app.extensions["readiness_checks"] = {}
     app.register_blueprint(health)
+    for path in HEALTH_PATHS:
+        register_polled_path(app, path)
     if drain_file is not None:
         register_readiness_check(app, "drain", lambda: _not_draining(drain_file))
 
 
 def register_readiness_check(app: Flask, name: str, check: ReadinessCheck) -> None:
     app.extensions["readiness_checks"][name] = check
+
+
+def register_polled_path(app: Flask, path: str) -> None:
+    app.extensions.setdefault("polled_paths", set()).add(path)
+
+
+def polled_paths(app: Flask) -> set[str]:
+    """The paths that probes and scrapers poll, as the components registered them."""
+    return app.extensions.get("polled_paths", set())  # type: ignore[no-any-return]
 
 
 @health.get("/livez")

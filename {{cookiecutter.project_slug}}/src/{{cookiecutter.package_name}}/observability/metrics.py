@@ -1,6 +1,6 @@
 """Prometheus metrics for every request, correct with any number of gunicorn workers.
 
-Under gunicorn, gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at an empty directory
+Under gunicorn, metrics_directory.py points PROMETHEUS_MULTIPROC_DIR at an empty directory
 before anything imports prometheus_client; each worker then writes its samples to files
 there and `/metrics` adds up all workers, the dead ones included: the master folds the files
 of a worker that exits into an archive (metrics_store.py). Without gunicorn (development
@@ -37,7 +37,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 from . import metrics_store
-from .health import HEALTH_PATHS
+from .health import HEALTH_PATHS, register_polled_path
 from .timeouts import request_timed_out
 
 METRICS_PATH = "/metrics"
@@ -67,6 +67,7 @@ def init_metrics(app: Flask) -> PrometheusMetrics:
     _count_timeouts(app, metrics.registry)
     app.before_request(WorkerResources(metrics.registry).refresh)
     app.extensions["metrics"] = metrics
+    register_polled_path(app, METRICS_PATH)
     return metrics
 
 

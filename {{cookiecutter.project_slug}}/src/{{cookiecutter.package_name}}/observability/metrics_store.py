@@ -17,11 +17,9 @@ ones included, labelled with its pid: one archive cannot keep those apart, so th
 stay. The `live*` modes need no folding: `mark_process_dead` deletes their files.
 """
 
-import atexit
 import fcntl
 import glob
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,16 +133,3 @@ def _write_samples(path: Path, samples: dict[str, Sample]) -> None:
             store.write_value(key, value, timestamp)
     finally:
         store.close()
-
-
-def remove_at_exit(directory: str) -> None:
-    """For a directory the gunicorn master made: it goes when the master ends, however that
-    happens (a clean stop, a bad setting at start). Forked workers run the same exit
-    handlers, and leave it."""
-    master = os.getpid()
-
-    def remove() -> None:
-        if os.getpid() == master:
-            shutil.rmtree(directory, ignore_errors=True)
-
-    atexit.register(remove)
