@@ -27,7 +27,7 @@ from {{ cookiecutter.package_name }}.observability.server_hooks import (
 from {{ cookiecutter.package_name }}.observability.timeouts import (
     end_timed_out_request,
 )
-from {{ cookiecutter.package_name }}.settings import settings_for_server
+from {{ cookiecutter.package_name }}.settings import SERVER_SETTINGS
 
 if TYPE_CHECKING:
     from gunicorn.arbiter import Arbiter
@@ -44,7 +44,7 @@ components = EachComponent(
 # the master drops or cannot write (a stuck stdout, a full disk) go to the components.
 log_relay = start_log_relay()
 configure = partial(configure_logging, count_lost_lines=components.log_lines_lost)
-settings = settings_for_server(apply=log_relay.paused(configure))
+settings = SERVER_SETTINGS.load(apply=log_relay.paused(configure))
 
 wsgi_app = "{{ cookiecutter.package_name }}.app:create_app()"
 bind = f"0.0.0.0:{settings.port}"

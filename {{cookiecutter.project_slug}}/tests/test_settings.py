@@ -2,15 +2,13 @@ import re
 
 import pytest
 
-from {{ cookiecutter.package_name }} import settings as settings_module
 from {{ cookiecutter.package_name }}.settings import (
     SERVICE_NAME,
+    ServerSettings,
     Settings,
     SettingsError,
     exit_on_bad_settings,
     load_settings,
-    server_settings,
-    settings_for_server,
 )
 
 from .conftest import PROJECT_DIR, capture_log_records
@@ -95,19 +93,19 @@ def test_the_server_exits_on_bad_settings_at_start_but_keeps_its_settings_on_rel
     monkeypatch, capsys
 ):
     log_records = capture_log_records(capsys)
-    monkeypatch.setattr(settings_module, "_in_use", None)
+    server = ServerSettings()
     applied = []
     monkeypatch.setenv("LOG_LEVEL", "LOUD")
     with pytest.raises(SystemExit, match="LOG_LEVEL"):
-        settings_for_server(apply=applied.append)
+        server.load(apply=applied.append)
     assert applied == []
 
     monkeypatch.setenv("LOG_LEVEL", "WARNING")
-    started = settings_for_server(apply=applied.append)
-    assert server_settings() is started
+    started = server.load(apply=applied.append)
+    assert server.in_use is started
 
     monkeypatch.setenv("LOG_LEVEL", "LOUD")
-    reloaded = settings_for_server(apply=applied.append)
+    reloaded = server.load(apply=applied.append)
     assert reloaded is started
     assert [settings.log_level for settings in applied] == ["WARNING", "WARNING"]
     [refused] = [record for record in log_records() if record["log.level"] == "error"]

@@ -11,13 +11,13 @@ from .observability.metrics import init_metrics
 {%- endif %}
 from .observability.request_context import init_request_context
 from .observability.timeouts import init_request_timeouts
-from .settings import Settings, exit_on_bad_settings, load_settings, server_settings
+from .settings import Settings, current_settings, exit_on_bad_settings
 from .views import views
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     with exit_on_bad_settings():
-        settings = settings or server_settings() or load_settings()
+        settings = settings or current_settings()
         ensure_logging(settings)  # first: the components below log, some add sinks
 
     app = Flask(__name__)

@@ -123,32 +123,38 @@ def load_settings() -> Settings:
         raise SettingsError(_describe(error)) from None
 
 
-_in_use: Settings | None = None
+class ServerSettings:
+    """The settings of a gunicorn master: loaded and applied at start and again on HUP, and
+    inherited by the workers it forks, which never read them again."""
+
+    def __init__(self) -> None:
+        self.in_use: Settings | None = None
+
+    def load(self, apply: Callable[[Settings], None]) -> Settings:
+        """At start a bad value ends the process with one line. On HUP it is logged and the
+        settings in use stay: a master that exits on reload leaves its workers orphaned."""
+        try:
+            settings = load_settings()
+            apply(settings)
+        except SettingsError as error:
+            if self.in_use is None:
+                raise SystemExit(f"{SERVICE_NAME}: {error}") from None
+            apply(self.in_use)
+            logger.error("reload refused, the settings in use stay: {}", error)
+            return self.in_use
+        self.in_use = settings
+        return settings
 
 
-def settings_for_server(apply: Callable[[Settings], None]) -> Settings:
-    """Load and apply the settings in the gunicorn master, at start and again on HUP.
-
-    At start a bad value ends the process with one line. On HUP it is logged and the
-    settings in use stay: a master that exits on reload leaves its workers orphaned.
-    """
-    global _in_use
-    try:
-        settings = load_settings()
-        apply(settings)
-    except SettingsError as error:
-        if _in_use is None:
-            raise SystemExit(f"{SERVICE_NAME}: {error}") from None
-        apply(_in_use)
-        logger.error("reload refused, the settings in use stay: {}", error)
-        return _in_use
-    _in_use = settings
-    return settings
+# One for the process: gunicorn re-runs gunicorn.conf.py on HUP, and what it applied must
+# outlive that.
+SERVER_SETTINGS = ServerSettings()
 
 
-def server_settings() -> Settings | None:
-    """What the gunicorn master applied; its forked workers use the same, never re-read."""
-    return _in_use
+def current_settings() -> Settings:
+    """What the gunicorn master applied, in the master and its workers; read from the
+    environment anywhere else (the development server, a script)."""
+    return SERVER_SETTINGS.in_use or load_settings()
 
 
 @contextmanager
