@@ -101,7 +101,7 @@ def scraped(project, tmp_path_factory):
 def test_every_worker_reports_its_cpu_and_memory(project, scraped):
     prometheus = scraped
     job = slug(project)
-    for expression in (f'process_worker_cpu_seconds_total{{job="{job}"}}',
+    for expression in (f'process_worker_cpu_seconds{{job="{job}"}}',
                        f'process_worker_resident_memory_bytes{{job="{job}"}} > 1e6'):  # fmt: skip
         series = wait_for_result(prometheus, expression, series=3)
         assert len({one["metric"]["pid"] for one in series}) == 3, expression

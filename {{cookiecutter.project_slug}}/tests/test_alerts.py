@@ -15,7 +15,7 @@ from {{ cookiecutter.package_name }}.observability.metrics import (
     METRICS_PATH,
 )
 
-from .conftest import PROJECT_DIR
+from .conftest import PROJECT_DIR, get
 from .promql import (
     grouping_labels,
     known_series,
@@ -35,12 +35,13 @@ RUNBOOK = PROJECT_DIR / "docs" / "runbook.md"
 COMMENTED_EXAMPLE_LINE = re.compile(r"^([ ]+)# (?=slack_configs:|email_configs:|  )", re.MULTILINE)
 
 
-def run(tool: str, *arguments: str) -> subprocess.CompletedProcess:
+def run(tool: str, *arguments: str, stdin: str = "") -> subprocess.CompletedProcess:
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} is not installed (apt-get install prometheus prometheus-alertmanager)")
     return subprocess.run(
-        [tool, *arguments], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60
-    )
+        [tool, *arguments], cwd=PROJECT_DIR, input=stdin, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
 
 
 def alert_names() -> list[str]:
@@ -58,6 +59,18 @@ def test_rules_are_valid():
 
 def test_prometheus_configuration_is_valid():
     result = run("promtool", "check", "config", str(PROMETHEUS_DIR / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_what_the_workers_export_follows_prometheus_naming_rules(gunicorn):
+    """promtool's lint of a live scrape: suffixes that match the type, names in snake case,
+    units spelled out."""
+    server = gunicorn(workers=2)
+    for path in ("/api/items/1", "/api/items/5000", "/api/fail"):
+        get(f"{server.url}{path}")
+    status, _, body = get(f"{server.url}{METRICS_PATH}")
+    assert status == 200
+    result = run("promtool", "check", "metrics", stdin=body.decode())
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -187,7 +187,7 @@ def test_a_timed_out_request_stays_counted_after_its_worker_is_gone(gunicorn):
 
 
 def test_the_process_reports_its_cpu_and_memory(app):
-    assert current_value(app, "process_worker_cpu_seconds_total") > 0
+    assert current_value(app, "process_worker_cpu_seconds") > 0
     if metrics.STATM.exists():  # Linux only
         assert current_value(app, "process_worker_resident_memory_bytes") > 1e6
 
@@ -195,10 +195,10 @@ def test_the_process_reports_its_cpu_and_memory(app):
 def test_a_request_refreshes_the_cpu_time(monkeypatch):
     monkeypatch.setattr(metrics, "WORKER_RESOURCES_REFRESH_SECONDS", 0)
     app = create_app(make_settings())
-    before = current_value(app, "process_worker_cpu_seconds_total")
+    before = current_value(app, "process_worker_cpu_seconds")
     burn_cpu(0.05)  # os.times() counts in clock ticks of 10 ms
     app.test_client().get("/")
-    assert current_value(app, "process_worker_cpu_seconds_total") > before
+    assert current_value(app, "process_worker_cpu_seconds") > before
 
 
 def worker_values(server, name: str) -> dict[str, float]:
@@ -210,7 +210,7 @@ def worker_values(server, name: str) -> dict[str, float]:
 def test_each_gunicorn_worker_reports_its_cpu_and_memory(gunicorn):
     server = gunicorn(workers=2)
     deadline = time.monotonic() + 20
-    for name in ("process_worker_cpu_seconds_total", "process_worker_resident_memory_bytes"):
+    for name in ("process_worker_cpu_seconds", "process_worker_resident_memory_bytes"):
         # Workers report when they start, and the second may still be starting.
         while len(values := worker_values(server, name)) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -251,7 +251,7 @@ def test_workers_killed_mid_request_leave_no_series_behind(gunicorn):
 
     second = wait_for_new_workers(server, 2, gone=first)
     text = scrape_server(server)
-    for name in ("process_worker_cpu_seconds_total", "process_worker_resident_memory_bytes"):
+    for name in ("process_worker_cpu_seconds", "process_worker_resident_memory_bytes"):
         assert set(worker_values(server, name)) == second, name
     assert sample(text, "flask_http_requests_in_flight") == 0
 

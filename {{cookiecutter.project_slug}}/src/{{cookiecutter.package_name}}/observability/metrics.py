@@ -10,7 +10,7 @@ Besides prometheus-flask-exporter's request metrics, the service exports:
 - `flask_http_requests_in_flight`: requests being served right now, over all workers;
 - `flask_http_request_exceptions_by_type_total`: unhandled exceptions by class and route;
 - `flask_http_request_timeouts_total`: requests ended by the worker timeout, by route;
-- `process_worker_cpu_seconds_total` and `process_worker_resident_memory_bytes`, one series
+- `process_worker_cpu_seconds` and `process_worker_resident_memory_bytes`, one series
   per live worker (label `pid`): multiprocess mode has no `process_*` metrics of its own;
 - `log_lines_dropped_total`: log lines the gunicorn master dropped (`sink="console"`, a stuck
   reader) or could not write (`sink="file"`, a full disk), by `reason`.
@@ -168,14 +168,15 @@ def _count_timeouts(app: Flask, registry: CollectorRegistry) -> None:
 class WorkerResources:
     """This process's CPU time and memory, refreshed when it serves a request.
 
-    Gauges, not counters, so that a dead worker's series goes away (`mark_process_dead`
-    in gunicorn.conf.py); the CPU one keeps the `_total` name because it only grows and
-    is read with rate(). An idle worker keeps the values of its last request.
+    Gauges, not counters, so that a dead worker's series goes away (`retire_worker` in
+    metrics_store.py). The CPU one only grows and is read with rate(), but has no `_total`:
+    that suffix is for counters (`promtool check metrics`). An idle worker keeps the
+    values of its last request.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.cpu_seconds = Gauge(
-            "process_worker_cpu_seconds_total",
+            "process_worker_cpu_seconds",
             "User and system CPU time of this worker, in seconds",
             registry=registry,
             multiprocess_mode="liveall",
