@@ -48,9 +48,12 @@ def test_disabled_components_leave_no_trace(baked, name):
 
 @pytest.mark.parametrize("name", COMBINATIONS)
 def test_lint_clean(baked, name):
-    """ruff, and mypy --strict with the project's settings: the Jinja-removed code changes types."""
+    """ruff, mypy --strict and yamllint with the project's settings: the Jinja-removed code
+    changes types, and the answers reach the YAML."""
     project = baked(name)
-    for command in (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]):
+    linters = (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"],
+               ["yamllint", "--strict", "."])  # fmt: skip
+    for command in linters:
         result = project.run(project.tool(command[0]), *command[1:])
         assert result.returncode == 0, result.stdout + result.stderr
 
