@@ -224,6 +224,13 @@ def test_scrubbing_filters_headers_body_query_and_client_address():
     assert scrubbed["user"] == {"id": "7"}
 
 
+def test_a_query_string_given_as_bytes_is_scrubbed_and_decoded():
+    event = {"request": {"query_string": b"api_key=s3cret&q=caf\xc3\xa9&bad=\xff"}}
+    assert scrub_event(event, {})["request"]["query_string"] == (
+        "api_key=%5BFiltered%5D&q=caf%C3%A9&bad=%EF%BF%BD"  # an undecodable byte is replaced
+    )
+
+
 def test_a_blank_query_value_survives_scrubbing():
     event = {"request": {"query_string": "token=x&debug=&q=flask"}}
     assert scrub_event(event, {})["request"]["query_string"] == (

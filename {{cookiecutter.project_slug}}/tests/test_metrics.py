@@ -114,6 +114,13 @@ def test_counts_are_exact_across_gunicorn_workers(gunicorn):
     assert sample(text, "flask_http_request_duration_seconds_count", status="500") == 30
 
 
+def test_a_scrape_without_gunicorn_honours_the_names_asked_for(client):
+    """The process metrics, whose collector describes nothing, included."""
+    wanted = ["process_resident_memory_bytes", "flask_http_requests_in_flight"]
+    body = client.get("/metrics?" + "&".join(f"name[]={name}" for name in wanted)).text
+    assert set(re.findall(r"^# TYPE (\S+)", body, re.MULTILINE)) == set(wanted)
+
+
 def test_a_gunicorn_scrape_honours_the_names_asked_for_and_openmetrics(gunicorn):
     server = gunicorn(workers=1)
     assert get(f"{server.url}/api/items/1")[0] == 200

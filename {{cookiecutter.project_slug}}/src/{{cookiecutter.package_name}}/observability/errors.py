@@ -23,7 +23,7 @@ from ..settings import Settings
 from .health import polled_paths
 
 FILTERED = "[Filtered]"
-# Matched against lower-cased names with "-" read as "_" and any "http_" prefix removed.
+# Matched anywhere in a lower-cased name, "-" read as "_": X-Api-Key and HTTP_X_API_KEY alike.
 SENSITIVE_NAME_PARTS = (
     "auth", "cookie", "api_key", "apikey", "password", "passwd", "secret",
     "token", "session", "csrf", "signature", "private_key", "forwarded_for", "real_ip",
@@ -68,7 +68,7 @@ def _traces_sampler(app: Flask, sample_rate: float) -> Callable[[SamplingContext
     register their paths start after this one."""
 
     def sample(context: SamplingContext) -> float:
-        path = context.get("wsgi_environ", {}).get("PATH_INFO", "")
+        path = context.get("wsgi_environ", {}).get("PATH_INFO")
         if path in polled_paths(app):
             return 0.0
         parent_sampled = context.get("parent_sampled")
@@ -89,7 +89,7 @@ def scrub_event(event: Event, _hint: Hint) -> Event:
         if isinstance(data, dict):
             request["data"] = _scrub_mapping(data)
         query_string = request.get("query_string")
-        if query_string and isinstance(query_string, str | bytes):
+        if isinstance(query_string, str | bytes):
             request["query_string"] = _scrub_query_string(query_string)
     if isinstance(event.get("user"), dict):
         event["user"].pop("ip_address", None)
@@ -97,7 +97,7 @@ def scrub_event(event: Event, _hint: Hint) -> Event:
 
 
 def is_sensitive(name: str) -> bool:
-    normalized = name.lower().replace("-", "_").removeprefix("http_")
+    normalized = name.lower().replace("-", "_")
     return any(part in normalized for part in SENSITIVE_NAME_PARTS)
 
 
