@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from ..settings import Settings
+from .log_record_keys import PACKED, RELAYED
 from .log_sinks import Render
 from .logging import line_renderers
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:  # loguru's types exist for type checkers only
 # The largest datagram a default Linux socket buffer takes whole, with room to spare.
 MAX_DATAGRAM = 200 * 1024
 CUT_MARK = " [...{} characters cut by the log relay]"
+# The format of the worker's sink: loguru fills in the datagram that _pack has made.
+_SEND_PACKED = "{extra[" + PACKED + "]}"
 
 _relay: LogRelay | None = None
 
@@ -61,7 +64,7 @@ class LogRelay:
         while datagram := self._socket.recv(MAX_DATAGRAM):
             level, lines = json.loads(datagram)
             with self._writing:
-                logger.bind(_relayed=lines).log(level, "")
+                logger.bind(**{RELAYED: lines}).log(level, "")
 
     def paused(self, configure: Callable[[Settings], None]) -> Callable[[Settings], None]:
         """`configure`, run between two relayed lines: the sinks it swaps (on HUP) then miss
@@ -113,8 +116,8 @@ def _pack(record: Record, renderers: dict[str, Render]) -> str:
         if render not in rendered:
             rendered[render] = render(record)
         lines[destination] = rendered[render]
-    record["extra"]["_packed"] = json.dumps([record["level"].name, lines])
-    return "{extra[_packed]}"
+    record["extra"][PACKED] = json.dumps([record["level"].name, lines])
+    return _SEND_PACKED
 
 
 def _send(sender: socket.socket, message: str) -> None:

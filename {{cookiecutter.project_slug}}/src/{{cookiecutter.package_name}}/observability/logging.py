@@ -29,6 +29,7 @@ from gunicorn.glogging import Logger as GunicornBaseLogger
 from loguru import logger
 
 from ..settings import SERVICE_NAME, Settings, SettingsError
+from .log_record_keys import LINE, PACKED, RELAYED
 from .log_sinks import (
     BackgroundWriter,
     CountLostLines,
@@ -47,7 +48,9 @@ if TYPE_CHECKING:  # annotations only; loguru has these types in its stubs alone
     from loguru import FormatFunction, Record, RecordException
 
 # Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
-_RESERVED_EXTRA = {"request_id", "trace_id", "_logger", "_line", "_relayed", "_packed"}
+_RESERVED_EXTRA = {"request_id", "trace_id", "_logger", LINE, RELAYED, PACKED}
+# The format a sink hands loguru: loguru fills in the line that format_record has set.
+_WRITE_LINE = "{extra[" + LINE + "]}"
 
 _configured = False
 
@@ -89,9 +92,9 @@ def _as_format(render: Render, destination: str) -> FormatFunction:
     """A loguru format that writes our rendered line, or the one a worker already rendered."""
 
     def format_record(record: Record) -> str:
-        relayed = record["extra"].get("_relayed")
-        record["extra"]["_line"] = relayed.get(destination, "") if relayed else render(record)
-        return "{extra[_line]}"
+        relayed = record["extra"].get(RELAYED)
+        record["extra"][LINE] = relayed.get(destination, "") if relayed else render(record)
+        return _WRITE_LINE
 
     return format_record
 
