@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from ..settings import Settings
+from .log_lines import line_renderers
 from .log_record_keys import PACKED, RELAYED
 from .log_sinks import Render
-from .logging import line_renderers
 
 if TYPE_CHECKING:  # loguru's types exist for type checkers only
     from loguru import Record

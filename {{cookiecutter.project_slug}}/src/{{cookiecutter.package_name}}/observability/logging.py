@@ -1,26 +1,23 @@
 """Logging through loguru: one place that decides where every log line goes.
 
-Lines are rendered by plain functions (flat JSON with Elastic Common Schema names, or
-one-line text for people), so that a gunicorn worker can render a line and hand it to
-the master, which alone owns the log file (see log_relay.py). The app factory only
-configures logging itself when nothing did it before (development server, tests).
+Lines are rendered by log_lines.py, so that a gunicorn worker can render a line and
+hand it to the master, which alone owns the log file (see log_relay.py). The app factory
+only configures logging itself when nothing did it before (development server, tests).
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
-import json
 import logging
 import lzma
 import os
 import shutil
 import sys
 import threading
-import traceback
 import zipfile
 from collections.abc import Callable, Mapping
-from datetime import UTC, timedelta
+from datetime import timedelta
 from io import BufferedIOBase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
@@ -28,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from loguru import logger
 
-from ..settings import SERVICE_NAME, Settings, SettingsError
-from .log_record_keys import LINE, PACKED, RELAYED
+from ..settings import Settings, SettingsError
+from .log_lines import line_renderers
+from .log_record_keys import LINE, RELAYED
 from .log_sinks import (
     BackgroundWriter,
     CountLostLines,
@@ -45,10 +43,8 @@ if TYPE_CHECKING:  # annotations only; loguru has these types in its stubs alone
     from gunicorn.config import Config
     from gunicorn.http import Request
     from gunicorn.http.wsgi import Response
-    from loguru import FormatFunction, Record, RecordException
+    from loguru import FormatFunction, Record
 
-# Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
-_RESERVED_EXTRA = {"request_id", "trace_id", "_logger", LINE, RELAYED, PACKED}
 # The format a sink hands loguru: loguru fills in the line that format_record has set.
 _WRITE_LINE = "{extra[" + LINE + "]}"
 
@@ -77,15 +73,6 @@ def ensure_logging(settings: Settings) -> None:
     """Configure logging unless the gunicorn master (or an earlier call) already did."""
     if not _configured:
         configure_logging(settings)
-
-
-def line_renderers(settings: Settings) -> dict[str, Render]:
-    """How a record becomes a line, per destination; files are for collectors: always JSON."""
-    json_line = json_renderer(settings)
-    renderers = {"console": json_line if settings.log_format == "json" else text_line}
-    if settings.log_file is not None:
-        renderers["file"] = json_line
-    return renderers
 
 
 def _as_format(render: Render, destination: str) -> FormatFunction:
@@ -198,62 +185,6 @@ def _add_request_context(record: Record) -> None:
     if extra["trace_id"] == "-":
         extra["trace_id"] = current_trace_id()
     extra.setdefault("_logger", record["name"])
-
-
-def text_line(record: Record) -> str:
-    """One line for people; newlines in a message (a header, say) cannot forge another line."""
-    message = record["message"].replace("\r", "\\r").replace("\n", "\\n")
-    extra = record["extra"]
-    line = (
-        f"{record['time']:%Y-%m-%d %H:%M:%S}.{record['time'].microsecond // 1000:03d} | "
-        f"{record['level'].name:<8} | {extra['request_id']} | {extra['_logger']} - {message}\n"
-    )
-    if record["exception"] is not None:
-        line += _stack_trace(record["exception"])
-    return line
-
-
-def json_renderer(settings: Settings) -> Render:
-    static_fields = {"service.name": SERVICE_NAME, "service.environment": settings.app_env}
-
-    def json_line(record: Record) -> str:
-        return json.dumps(_json_fields(record, static_fields), default=str) + "\n"
-
-    return json_line
-
-
-def _json_fields(record: Record, static_fields: dict[str, str]) -> dict[str, object]:
-    """A flat object with Elastic Common Schema field names, one per line."""
-    extra = record["extra"]
-    fields: dict[str, object] = {
-        "@timestamp": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
-        "log.level": record["level"].name.lower(),
-        "message": record["message"],
-        "log.logger": extra.get("_logger", record["name"]),
-        "process.pid": record["process"].id,
-        **static_fields,
-    }
-    if extra.get("request_id", "-") != "-":
-        fields["http.request.id"] = extra["request_id"]
-    if extra.get("trace_id", "-") != "-":
-        fields["trace.id"] = extra["trace_id"]
-    fields.update((key, value) for key, value in extra.items() if key not in _RESERVED_EXTRA)
-    if record["exception"] is not None:
-        fields.update(_error_fields(record["exception"]))
-    return fields
-
-
-def _error_fields(exception: RecordException) -> dict[str, str]:
-    error_type, error, _ = exception
-    return {
-        "error.type": getattr(error_type, "__name__", str(error_type)),
-        "error.message": str(error),
-        "error.stack_trace": _stack_trace(exception),
-    }
-
-
-def _stack_trace(exception: RecordException) -> str:
-    return "".join(traceback.format_exception(*exception))
 
 
 class InterceptHandler(logging.Handler):
