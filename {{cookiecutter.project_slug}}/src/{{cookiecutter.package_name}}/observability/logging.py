@@ -7,25 +7,18 @@ only configures logging itself when nothing did it before (development server, t
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import logging
-import lzma
-import os
-import shutil
 import sys
-import threading
-import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
-from io import BufferedIOBase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from loguru import logger
 
 from ..settings import Settings, SettingsError
+from .log_compression import compress_in_background
 from .log_lines import line_renderers
 from .log_record_keys import LINE, RELAYED
 from .log_sinks import (
@@ -113,64 +106,12 @@ def _add_file_sink(
             count_lost_lines,
             rotation=settings.log_rotation,
             retention=_retention(settings.log_retention),
-            compression=_compress_in_background(settings.log_compression),
+            compression=compress_in_background(settings.log_compression),
             encoding="utf-8",
         )
         logger.add(sink, level=settings.log_level, format=line_format)
     except (OSError, ValueError) as error:
         raise SettingsError(f"invalid setting LOG_FILE={str(log_file)!r}: {error}") from None
-
-
-def _compress_in_background(compression: str) -> Callable[[str], None] | None:
-    """loguru compresses a rotated file in the thread that writes every line: 50 MB take
-    seconds, and all the while each worker waits to send its next line. Here that thread
-    only renames the file, out of sight of retention, and a thread of its own compresses it
-    (not a daemon: the master's exit waits for it)."""
-    if compression == "none":
-        return None
-
-    def compress_later(path: str) -> None:
-        os.rename(path, _hidden(path))
-        thread = threading.Thread(
-            target=_compress, args=(path, compression), name="log-compression"
-        )
-        thread.start()
-        _compressions[:] = [*(t for t in _compressions if t.is_alive()), thread]
-
-    return compress_later
-
-
-def finish_compressions() -> None:
-    """Wait until the rotated files are compressed."""
-    while _compressions:
-        _compressions.pop().join()
-
-
-_compressions: list[threading.Thread] = []
-_OPENERS: dict[str, Callable[[str, Literal["wb"]], BufferedIOBase]] = {
-    "gz": gzip.open,
-    "bz2": bz2.open,
-    "xz": lzma.open,
-}
-
-
-def _hidden(path: str) -> str:
-    """A name loguru's retention does not glob for: it never deletes a file being worked on."""
-    file = Path(path)
-    return str(file.with_name(f".{file.name}.compressing"))
-
-
-def _compress(path: str, compression: str) -> None:
-    archive = f"{path}.{compression}"
-    source, partial = _hidden(path), _hidden(archive)
-    if compression == "zip":
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zipped:
-            zipped.write(source, Path(path).name)
-    else:
-        with open(source, "rb") as raw, _OPENERS[compression](partial, "wb") as packed:
-            shutil.copyfileobj(raw, packed)
-    os.rename(partial, archive)  # retention and readers only ever see a whole archive
-    os.remove(source)
 
 
 def _retention(value: str) -> int | str:
