@@ -29,22 +29,20 @@ def compress_in_background(compression: str) -> Callable[[str], None] | None:
 
     def compress_later(path: str) -> None:
         os.rename(path, _hidden(path))
-        thread = threading.Thread(
-            target=_compress, args=(path, compression), name="log-compression"
-        )
-        thread.start()
-        _compressions[:] = [*(t for t in _compressions if t.is_alive()), thread]
+        threading.Thread(target=_compress, args=(path, compression), name=_THREAD_NAME).start()
 
     return compress_later
 
 
 def finish_compressions() -> None:
-    """Wait until the rotated files are compressed."""
-    while _compressions:
-        _compressions.pop().join()
+    """Wait until the rotated files are compressed. The threading module knows which
+    threads run: a list of them would only have to be kept from growing."""
+    for thread in threading.enumerate():
+        if thread.name == _THREAD_NAME:
+            thread.join()
 
 
-_compressions: list[threading.Thread] = []
+_THREAD_NAME = "log-compression"
 _OPENERS: dict[str, Callable[[str, Literal["wb"]], BufferedIOBase]] = {
     "gz": gzip.open,
     "bz2": bz2.open,
