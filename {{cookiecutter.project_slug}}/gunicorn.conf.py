@@ -28,12 +28,14 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 from typing import TYPE_CHECKING
 {%- endif %}
 
+from {{ cookiecutter.package_name }}.observability.log_adapters import (
+    GunicornLogger,
+)
 from {{ cookiecutter.package_name }}.observability.log_relay import (
     forward_logs_to_master,
     start_log_relay,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
-    GunicornLogger,
     configure_logging,
 )
 {%- if cookiecutter.use_prometheus %}

@@ -13,11 +13,13 @@ import pytest
 from gunicorn.config import Config
 from loguru import logger
 
+from {{ cookiecutter.package_name }}.observability.log_adapters import (
+    GunicornLogger,
+)
 from {{ cookiecutter.package_name }}.observability.log_compression import (
     finish_compressions,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
-    GunicornLogger,
     configure_logging,
     ensure_logging,
 )
