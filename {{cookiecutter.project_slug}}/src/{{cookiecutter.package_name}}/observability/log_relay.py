@@ -5,7 +5,8 @@ compression happen once and no line is interleaved. Each worker renders its line
 sends every record as one datagram on a Unix socket. A datagram arrives whole or not
 at all, and no lock is shared between processes: a worker killed in the middle of
 logging (SIGKILL, the OOM killer) cannot block the others, as a queue shared across
-processes would, whose lock dies held with the worker.
+processes would, whose lock dies held with the worker. What a record carries at either
+end is told in log_record_keys.py.
 """
 
 from __future__ import annotations
