@@ -8,12 +8,14 @@ and it sets up logging once for all workers.
 from functools import partial
 from typing import TYPE_CHECKING
 
+from {{ cookiecutter.package_name }}.observability.log_adapters import (
+    GunicornLogger,
+)
 from {{ cookiecutter.package_name }}.observability.log_relay import (
     forward_logs_to_master,
     start_log_relay,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
-    GunicornLogger,
     configure_logging,
 )
 {%- if cookiecutter.use_prometheus %}

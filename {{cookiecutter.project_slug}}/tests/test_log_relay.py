@@ -8,6 +8,9 @@ import time
 import pytest
 from loguru import logger
 
+from {{ cookiecutter.package_name }}.observability.log_lines import (
+    line_renderers,
+)
 from {{ cookiecutter.package_name }}.observability.log_relay import (
     MAX_DATAGRAM,
     LogRelay,
@@ -16,7 +19,6 @@ from {{ cookiecutter.package_name }}.observability.log_relay import (
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
-    line_renderers,
 )
 
 from .conftest import make_settings

@@ -13,11 +13,15 @@ import pytest
 from gunicorn.config import Config
 from loguru import logger
 
-from {{ cookiecutter.package_name }}.observability.logging import (
+from {{ cookiecutter.package_name }}.observability.log_adapters import (
     GunicornLogger,
+)
+from {{ cookiecutter.package_name }}.observability.log_compression import (
+    finish_compressions,
+)
+from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
     ensure_logging,
-    finish_compressions,
 )
 from {{ cookiecutter.package_name }}.observability.timeouts import (
     RequestTimeout,

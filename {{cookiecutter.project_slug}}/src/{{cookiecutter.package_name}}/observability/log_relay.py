@@ -5,14 +5,13 @@ compression happen once and no line is interleaved. Each worker renders its line
 sends every record as one datagram on a Unix socket. A datagram arrives whole or not
 at all, and no lock is shared between processes: a worker killed in the middle of
 logging (SIGKILL, the OOM killer) cannot block the others, as a queue shared across
-processes would, whose lock dies held with the worker.
+processes would, whose lock dies held with the worker. What a record carries at either
+end is told in log_record_keys.py.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
-import os
 import shutil
 import socket
 import sys
@@ -25,8 +24,10 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from ..settings import Settings
+from .log_lines import line_renderers
+from .log_record_keys import PACKED, RELAYED
 from .log_sinks import Render
-from .logging import line_renderers
+from .server_hooks import at_master_exit
 
 if TYPE_CHECKING:  # loguru's types exist for type checkers only
     from loguru import Record
@@ -34,6 +35,8 @@ if TYPE_CHECKING:  # loguru's types exist for type checkers only
 # The largest datagram a default Linux socket buffer takes whole, with room to spare.
 MAX_DATAGRAM = 200 * 1024
 CUT_MARK = " [...{} characters cut by the log relay]"
+# The format of the worker's sink: loguru fills in the datagram that _pack has made.
+_SEND_PACKED = "{extra[" + PACKED + "]}"
 
 _relay: LogRelay | None = None
 
@@ -49,19 +52,13 @@ class LogRelay:
         self._writing = threading.Lock()
         self._thread = threading.Thread(target=self._write_lines, name="log-relay", daemon=True)
         self._thread.start()
-        self._master = os.getpid()
-        atexit.register(self._stop_in_master)  # a start refused for a bad setting, too
-
-    def _stop_in_master(self) -> None:
-        # Forked workers run the same exit handlers: the relay is the master's alone.
-        if os.getpid() == self._master:
-            self.stop()
+        at_master_exit(self.stop)  # a start refused for a bad setting, too
 
     def _write_lines(self) -> None:
         while datagram := self._socket.recv(MAX_DATAGRAM):
             level, lines = json.loads(datagram)
             with self._writing:
-                logger.bind(_relayed=lines).log(level, "")
+                logger.bind(**{RELAYED: lines}).log(level, "")
 
     def paused(self, configure: Callable[[Settings], None]) -> Callable[[Settings], None]:
         """`configure`, run between two relayed lines: the sinks it swaps (on HUP) then miss
@@ -113,8 +110,8 @@ def _pack(record: Record, renderers: dict[str, Render]) -> str:
         if render not in rendered:
             rendered[render] = render(record)
         lines[destination] = rendered[render]
-    record["extra"]["_packed"] = json.dumps([record["level"].name, lines])
-    return "{extra[_packed]}"
+    record["extra"][PACKED] = json.dumps([record["level"].name, lines])
+    return _SEND_PACKED
 
 
 def _send(sender: socket.socket, message: str) -> None:

@@ -1,34 +1,25 @@
 """Logging through loguru: one place that decides where every log line goes.
 
-Lines are rendered by plain functions (flat JSON with Elastic Common Schema names, or
-one-line text for people), so that a gunicorn worker can render a line and hand it to
-the master, which alone owns the log file (see log_relay.py). The app factory only
-configures logging itself when nothing did it before (development server, tests).
+configure_logging builds the sinks (log_sinks.py) from the settings, for lines rendered
+by log_lines.py, and routes the standard logging module in (log_adapters.py). Under
+gunicorn it runs in the master, which alone owns the log file: the workers render their
+lines and hand them over (log_relay.py). The app factory only configures logging itself
+when nothing did it before (development server, tests).
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import json
-import logging
-import lzma
-import os
-import shutil
 import sys
-import threading
-import traceback
-import zipfile
-from collections.abc import Callable, Mapping
-from datetime import UTC, timedelta
-from io import BufferedIOBase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from gunicorn.glogging import Logger as GunicornBaseLogger
 from loguru import logger
 
-from ..settings import SERVICE_NAME, Settings, SettingsError
+from ..settings import Settings, SettingsError
+from .log_adapters import route_stdlib_logging
+from .log_compression import compress_in_background
+from .log_lines import line_renderers
+from .log_record_keys import LINE, RELAYED
 from .log_sinks import (
     BackgroundWriter,
     CountLostLines,
@@ -38,16 +29,12 @@ from .log_sinks import (
     stderr_notices,
 )
 from .request_context import current_request_id, current_trace_id
-from .timeouts import RequestTimeout
 
 if TYPE_CHECKING:  # annotations only; loguru has these types in its stubs alone
-    from gunicorn.config import Config
-    from gunicorn.http import Request
-    from gunicorn.http.wsgi import Response
-    from loguru import FormatFunction, Record, RecordException
+    from loguru import FormatFunction, Record
 
-# Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
-_RESERVED_EXTRA = {"request_id", "trace_id", "_logger", "_line", "_relayed", "_packed"}
+# The format a sink hands loguru: loguru fills in the line that format_record has set.
+_WRITE_LINE = "{extra[" + LINE + "]}"
 
 _configured = False
 
@@ -66,7 +53,7 @@ def configure_logging(settings: Settings, count_lost_lines: CountLostLines = cou
             logger.add(console, level=settings.log_level, format=line_format)
         elif settings.log_file is not None:  # line_renderers has a "file" only with one
             _add_file_sink(settings.log_file, settings, line_format, render, count_lost_lines)
-    _route_stdlib_logging(settings)
+    route_stdlib_logging(settings.log_level)
     _configured = True
 
 
@@ -76,22 +63,13 @@ def ensure_logging(settings: Settings) -> None:
         configure_logging(settings)
 
 
-def line_renderers(settings: Settings) -> dict[str, Render]:
-    """How a record becomes a line, per destination; files are for collectors: always JSON."""
-    json_line = json_renderer(settings)
-    renderers = {"console": json_line if settings.log_format == "json" else text_line}
-    if settings.log_file is not None:
-        renderers["file"] = json_line
-    return renderers
-
-
 def _as_format(render: Render, destination: str) -> FormatFunction:
     """A loguru format that writes our rendered line, or the one a worker already rendered."""
 
     def format_record(record: Record) -> str:
-        relayed = record["extra"].get("_relayed")
-        record["extra"]["_line"] = relayed.get(destination, "") if relayed else render(record)
-        return "{extra[_line]}"
+        relayed = record["extra"].get(RELAYED)
+        record["extra"][LINE] = relayed.get(destination, "") if relayed else render(record)
+        return _WRITE_LINE
 
     return format_record
 
@@ -123,64 +101,12 @@ def _add_file_sink(
             count_lost_lines,
             rotation=settings.log_rotation,
             retention=_retention(settings.log_retention),
-            compression=_compress_in_background(settings.log_compression),
+            compression=compress_in_background(settings.log_compression),
             encoding="utf-8",
         )
         logger.add(sink, level=settings.log_level, format=line_format)
     except (OSError, ValueError) as error:
         raise SettingsError(f"invalid setting LOG_FILE={str(log_file)!r}: {error}") from None
-
-
-def _compress_in_background(compression: str) -> Callable[[str], None] | None:
-    """loguru compresses a rotated file in the thread that writes every line: 50 MB take
-    seconds, and all the while each worker waits to send its next line. Here that thread
-    only renames the file, out of sight of retention, and a thread of its own compresses it
-    (not a daemon: the master's exit waits for it)."""
-    if compression == "none":
-        return None
-
-    def compress_later(path: str) -> None:
-        os.rename(path, _hidden(path))
-        thread = threading.Thread(
-            target=_compress, args=(path, compression), name="log-compression"
-        )
-        thread.start()
-        _compressions[:] = [*(t for t in _compressions if t.is_alive()), thread]
-
-    return compress_later
-
-
-def finish_compressions() -> None:
-    """Wait until the rotated files are compressed."""
-    while _compressions:
-        _compressions.pop().join()
-
-
-_compressions: list[threading.Thread] = []
-_OPENERS: dict[str, Callable[[str, Literal["wb"]], BufferedIOBase]] = {
-    "gz": gzip.open,
-    "bz2": bz2.open,
-    "xz": lzma.open,
-}
-
-
-def _hidden(path: str) -> str:
-    """A name loguru's retention does not glob for: it never deletes a file being worked on."""
-    file = Path(path)
-    return str(file.with_name(f".{file.name}.compressing"))
-
-
-def _compress(path: str, compression: str) -> None:
-    archive = f"{path}.{compression}"
-    source, partial = _hidden(path), _hidden(archive)
-    if compression == "zip":
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zipped:
-            zipped.write(source, Path(path).name)
-    else:
-        with open(source, "rb") as raw, _OPENERS[compression](partial, "wb") as packed:
-            shutil.copyfileobj(raw, packed)
-    os.rename(partial, archive)  # retention and readers only ever see a whole archive
-    os.remove(source)
 
 
 def _retention(value: str) -> int | str:
@@ -195,139 +121,3 @@ def _add_request_context(record: Record) -> None:
     if extra["trace_id"] == "-":
         extra["trace_id"] = current_trace_id()
     extra.setdefault("_logger", record["name"])
-
-
-def text_line(record: Record) -> str:
-    """One line for people; newlines in a message (a header, say) cannot forge another line."""
-    message = record["message"].replace("\r", "\\r").replace("\n", "\\n")
-    extra = record["extra"]
-    line = (
-        f"{record['time']:%Y-%m-%d %H:%M:%S}.{record['time'].microsecond // 1000:03d} | "
-        f"{record['level'].name:<8} | {extra['request_id']} | {extra['_logger']} - {message}\n"
-    )
-    if record["exception"] is not None:
-        line += _stack_trace(record["exception"])
-    return line
-
-
-def json_renderer(settings: Settings) -> Render:
-    static_fields = {"service.name": SERVICE_NAME, "service.environment": settings.app_env}
-
-    def json_line(record: Record) -> str:
-        return json.dumps(_json_fields(record, static_fields), default=str) + "\n"
-
-    return json_line
-
-
-def _json_fields(record: Record, static_fields: dict[str, str]) -> dict[str, object]:
-    """A flat object with Elastic Common Schema field names, one per line."""
-    extra = record["extra"]
-    fields: dict[str, object] = {
-        "@timestamp": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
-        "log.level": record["level"].name.lower(),
-        "message": record["message"],
-        "log.logger": extra.get("_logger", record["name"]),
-        "process.pid": record["process"].id,
-        **static_fields,
-    }
-    if extra.get("request_id", "-") != "-":
-        fields["http.request.id"] = extra["request_id"]
-    if extra.get("trace_id", "-") != "-":
-        fields["trace.id"] = extra["trace_id"]
-    fields.update((key, value) for key, value in extra.items() if key not in _RESERVED_EXTRA)
-    if record["exception"] is not None:
-        fields.update(_error_fields(record["exception"]))
-    return fields
-
-
-def _error_fields(exception: RecordException) -> dict[str, str]:
-    error_type, error, _ = exception
-    return {
-        "error.type": getattr(error_type, "__name__", str(error_type)),
-        "error.message": str(error),
-        "error.stack_trace": _stack_trace(exception),
-    }
-
-
-def _stack_trace(exception: RecordException) -> str:
-    return "".join(traceback.format_exception(*exception))
-
-
-class InterceptHandler(logging.Handler):
-    """Send records of the standard logging module (Flask, werkzeug, libraries) to loguru."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        level: str | int
-        try:
-            level = logger.level(record.levelname).name
-        except ValueError:
-            level = record.levelno
-        logger.bind(_logger=record.name).opt(exception=record.exc_info).log(
-            level, record.getMessage()
-        )
-
-
-def _route_stdlib_logging(settings: Settings) -> None:
-    # At the service's level, not 0: libraries' debug calls (urllib3's, for one) then stop
-    # at `isEnabledFor` instead of each building a record that loguru throws away.
-    level = logger.level(settings.log_level).no
-    logging.basicConfig(handlers=[InterceptHandler()], level=level, force=True)
-
-
-class GunicornLogger(GunicornBaseLogger):
-    """gunicorn's error and access logs, written through loguru like everything else."""
-
-    def setup(self, cfg: Config) -> None:
-        super().setup(cfg)
-        for gunicorn_log in (self.error_log, self.access_log):
-            gunicorn_log.handlers = [InterceptHandler()]
-            gunicorn_log.propagate = False
-
-    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:  # passed on as is
-        # A request ended by the worker timeout was reported already, with its request id.
-        if not isinstance(sys.exception(), RequestTimeout):
-            super().exception(msg, *args, **kwargs)
-
-    def access(
-        self,
-        resp: Response,
-        req: Request,
-        environ: Mapping[str, object],
-        request_time: timedelta,
-    ) -> None:
-        if not self.access_log_enabled:
-            return
-        method = environ.get("REQUEST_METHOD", "-")
-        # An answer gunicorn writes itself (after a timeout, say) comes with a bare environ.
-        path = environ.get("PATH_INFO") or getattr(req, "path", None) or "-"
-        duration_ms = request_time.total_seconds() * 1000
-        status = _status_code(resp)
-        logger.bind(
-            _logger="gunicorn.access",
-            request_id=_response_header(resp, "x-request-id") or _timed_out_request_id(),
-            **{
-                "http.request.method": method,
-                "url.path": path,
-                "http.response.status_code": status,
-                "http.response.body.bytes": getattr(resp, "sent", None),
-                "event.duration": int(duration_ms * 1_000_000),
-                "client.address": environ.get("REMOTE_ADDR", "-"),
-                "user_agent.original": environ.get("HTTP_USER_AGENT", "-"),
-            },
-        ).info("{} {} {} {:.1f}ms", method, path, status, duration_ms)
-
-
-def _status_code(resp: Response) -> int | None:
-    """The answer's status; an error answer that gunicorn writes itself has only `status`."""
-    status = str(resp.status or "").split(" ", 1)[0]
-    return int(status) if status.isdigit() else None
-
-
-def _response_header(resp: Response, name: str) -> str | None:
-    return next((value for key, value in resp.headers if key.lower() == name), None)
-
-
-def _timed_out_request_id() -> str:
-    """gunicorn answers a timed-out request itself, with none of the service's headers."""
-    error = sys.exception()
-    return error.request_id if isinstance(error, RequestTimeout) else "-"

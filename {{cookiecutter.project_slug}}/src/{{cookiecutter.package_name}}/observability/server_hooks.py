@@ -2,7 +2,8 @@
 
 gunicorn calls the hooks of gunicorn.conf.py in the master. The core's are written there;
 an optional component brings a `ServerHooks` of its own, which gunicorn.conf.py lists
-once: switching the component off removes that one entry and nothing else.
+once: switching the component off removes that one entry and nothing else. Any component
+cleans up after the master with `at_master_exit`.
 """
 
 import atexit

@@ -1,0 +1,88 @@
+"""How a log record becomes a line: flat JSON with Elastic Common Schema field names, for
+collectors, or one line of text, for people.
+
+Plain functions of the record, so that a gunicorn worker can render its lines and hand
+them to the master, which only writes them (see log_relay.py).
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from datetime import UTC
+from typing import TYPE_CHECKING
+
+from ..settings import SERVICE_NAME, Settings
+from .log_record_keys import LINE, PACKED, RELAYED
+from .log_sinks import Render
+
+if TYPE_CHECKING:  # loguru's types exist for type checkers only
+    from loguru import Record, RecordException
+
+# Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
+_RESERVED_EXTRA = {"request_id", "trace_id", "_logger", LINE, RELAYED, PACKED}
+
+
+def line_renderers(settings: Settings) -> dict[str, Render]:
+    """How a record becomes a line, per destination; files are for collectors: always JSON."""
+    json_line = json_renderer(settings)
+    renderers = {"console": json_line if settings.log_format == "json" else text_line}
+    if settings.log_file is not None:
+        renderers["file"] = json_line
+    return renderers
+
+
+def text_line(record: Record) -> str:
+    """One line for people; newlines in a message (a header, say) cannot forge another line."""
+    message = record["message"].replace("\r", "\\r").replace("\n", "\\n")
+    extra = record["extra"]
+    line = (
+        f"{record['time']:%Y-%m-%d %H:%M:%S}.{record['time'].microsecond // 1000:03d} | "
+        f"{record['level'].name:<8} | {extra['request_id']} | {extra['_logger']} - {message}\n"
+    )
+    if record["exception"] is not None:
+        line += _stack_trace(record["exception"])
+    return line
+
+
+def json_renderer(settings: Settings) -> Render:
+    static_fields = {"service.name": SERVICE_NAME, "service.environment": settings.app_env}
+
+    def json_line(record: Record) -> str:
+        return json.dumps(_json_fields(record, static_fields), default=str) + "\n"
+
+    return json_line
+
+
+def _json_fields(record: Record, static_fields: dict[str, str]) -> dict[str, object]:
+    """A flat object with Elastic Common Schema field names, one per line."""
+    extra = record["extra"]
+    fields: dict[str, object] = {
+        "@timestamp": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
+        "log.level": record["level"].name.lower(),
+        "message": record["message"],
+        "log.logger": extra.get("_logger", record["name"]),
+        "process.pid": record["process"].id,
+        **static_fields,
+    }
+    if extra.get("request_id", "-") != "-":
+        fields["http.request.id"] = extra["request_id"]
+    if extra.get("trace_id", "-") != "-":
+        fields["trace.id"] = extra["trace_id"]
+    fields.update((key, value) for key, value in extra.items() if key not in _RESERVED_EXTRA)
+    if record["exception"] is not None:
+        fields.update(_error_fields(record["exception"]))
+    return fields
+
+
+def _error_fields(exception: RecordException) -> dict[str, str]:
+    error_type, error, _ = exception
+    return {
+        "error.type": getattr(error_type, "__name__", str(error_type)),
+        "error.message": str(error),
+        "error.stack_trace": _stack_trace(exception),
+    }
+
+
+def _stack_trace(exception: RecordException) -> str:
+    return "".join(traceback.format_exception(*exception))
