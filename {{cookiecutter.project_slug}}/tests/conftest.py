@@ -33,7 +33,6 @@ def clean_environment(monkeypatch):
     monkeypatch.chdir(PROJECT_DIR / "tests")  # no .env file here
     yield
     logger.remove()
-    service_logging._configured = False
 
 
 def make_settings(**overrides) -> Settings:

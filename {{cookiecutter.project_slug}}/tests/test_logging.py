@@ -13,6 +13,7 @@ import pytest
 from gunicorn.config import Config
 from loguru import logger
 
+from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability.log_adapters import (
     GunicornLogger,
 )
@@ -21,12 +22,11 @@ from {{ cookiecutter.package_name }}.observability.log_compression import (
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
-    ensure_logging,
 )
 from {{ cookiecutter.package_name }}.observability.timeouts import (
     RequestTimeout,
 )
-from {{ cookiecutter.package_name }}.settings import SettingsError
+from {{ cookiecutter.package_name }}.settings import SERVER_SETTINGS, SettingsError
 
 from .conftest import make_settings
 
@@ -137,10 +137,12 @@ def test_an_unusable_log_file_is_a_settings_error(tmp_path):
         configure_logging(make_settings(log_file=not_a_folder / "service.log"))
 
 
-def test_logging_set_up_by_gunicorn_is_not_redone_by_the_app(tmp_path):
+def test_logging_set_up_by_the_gunicorn_master_is_not_redone_by_the_app(tmp_path, monkeypatch):
     first, second = tmp_path / "first.log", tmp_path / "second.log"
-    configure_logging(make_settings(log_file=first))
-    ensure_logging(make_settings(log_file=second))
+    master_settings = make_settings(log_file=first)
+    configure_logging(master_settings)
+    monkeypatch.setattr(SERVER_SETTINGS, "in_use", master_settings)  # as the master leaves it
+    create_app(make_settings(log_file=second))
     logger.info("where does this go?")
     logger.remove()
     assert "where does this go?" in first.read_text()

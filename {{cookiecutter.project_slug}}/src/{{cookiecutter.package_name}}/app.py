@@ -5,20 +5,21 @@ from flask import Flask
 from .observability.errors import init_error_reporting
 {%- endif %}
 from .observability.health import init_health
-from .observability.logging import ensure_logging
+from .observability.logging import configure_logging
 {%- if cookiecutter.use_prometheus %}
 from .observability.metrics import init_metrics
 {%- endif %}
 from .observability.request_context import init_request_context
 from .observability.timeouts import init_request_timeouts
-from .settings import Settings, current_settings, exit_on_bad_settings
+from .settings import SERVER_SETTINGS, Settings, current_settings, exit_on_bad_settings
 from .views import views
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     with exit_on_bad_settings():
         settings = settings or current_settings()
-        ensure_logging(settings)  # first: the components below log, some add sinks
+        if SERVER_SETTINGS.in_use is None:  # under gunicorn, the master has set logging up
+            configure_logging(settings)  # first: the components below log, some add sinks
 
     app = Flask(__name__)
     app.config["SETTINGS"] = settings

@@ -36,14 +36,11 @@ if TYPE_CHECKING:  # annotations only; loguru has these types in its stubs alone
 # The format a sink hands loguru: loguru fills in the line that format_record has set.
 _WRITE_LINE = "{extra[" + LINE + "]}"
 
-_configured = False
-
 
 def configure_logging(settings: Settings, count_lost_lines: CountLostLines = count_nothing) -> None:
     """(Re)build every sink from the settings; safe to call again (gunicorn re-runs it on HUP,
     with the relay paused: see LogRelay.paused). Lines a sink drops or cannot write are
     reported to `count_lost_lines`."""
-    global _configured
     logger.remove()
     logger.configure(extra={"request_id": "-", "trace_id": "-"}, patcher=_add_request_context)
     for destination, render in line_renderers(settings).items():
@@ -54,13 +51,6 @@ def configure_logging(settings: Settings, count_lost_lines: CountLostLines = cou
         elif settings.log_file is not None:  # line_renderers has a "file" only with one
             _add_file_sink(settings.log_file, settings, line_format, render, count_lost_lines)
     route_stdlib_logging(settings.log_level)
-    _configured = True
-
-
-def ensure_logging(settings: Settings) -> None:
-    """Configure logging unless the gunicorn master (or an earlier call) already did."""
-    if not _configured:
-        configure_logging(settings)
 
 
 def _as_format(render: Render, destination: str) -> FormatFunction:
