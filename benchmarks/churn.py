@@ -5,7 +5,6 @@ reloads). Every worker writes its samples to files of its own, so the service mu
 the files of the dead ones pile up, nor lose or double what they counted.
 """
 
-import re
 import statistics
 import time
 import urllib.error
@@ -14,8 +13,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from serving import Gunicorn, fetch
-from throughput import VARIANTS_BY_NAME, Projects
+from harness.gunicorn_service import BakedService, metric_total
+from harness.loopback import fetch
+
+from .environment import STARTUP_SECONDS
+from .throughput import VARIANTS_BY_NAME, Projects
 
 WORKERS = 3
 MAX_REQUESTS = 5
@@ -29,15 +31,11 @@ SCRAPES = 20
 def run_churn(python: Path, projects: Projects, workdir: Path, _options) -> dict:
     project = projects.get(VARIANTS_BY_NAME["full"])
     metrics_dir = workdir / "churn-metrics"
-    env = {
-        "PYTHONPATH": str(project / "src"),
-        "WEB_CONCURRENCY": str(WORKERS),
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "LOG_FILE": "",
-    }
-    command = [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--max-requests"]
     output = workdir / "churn.out"
-    with Gunicorn([*command, str(MAX_REQUESTS)], project, env, output, "/livez") as server:
+    replace_workers = ["--max-requests", str(MAX_REQUESTS)]
+    service = BakedService(python, project, output, WORKERS, options=replace_workers,
+                           PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), LOG_FILE="")  # fmt: skip
+    with service.start(timeout=STARTUP_SECONDS) as server:
         statuses = _send(server.url, range(WARMUP))  # every worker writes its series
         fresh = _scrape_figures(server.url, metrics_dir)
         started = time.monotonic()
@@ -90,13 +88,9 @@ def _scrape_figures(url: str, metrics_dir: Path) -> dict:
 
 
 def _requests_counted(url: str) -> dict:
+    """Both totals from one scrape: the service counts no probes and no scrapes."""
     text = fetch(url + "/metrics")[1].decode()
     return {
-        "request_total": _total(text, "flask_http_request_total"),
-        "histogram_count": _total(text, "flask_http_request_duration_seconds_count"),
+        "request_total": round(metric_total(text, "flask_http_request_total")),
+        "histogram_count": round(metric_total(text, "flask_http_request_duration_seconds_count")),
     }
-
-
-def _total(text: str, name: str) -> int:
-    """All series of one metric: the service counts no probes and no scrapes."""
-    return round(sum(float(value) for value in re.findall(rf"^{name}\{{.*\}} (\S+)$", text, re.M)))

@@ -24,6 +24,8 @@ OPENTELEMETRY = [
     "opentelemetry-instrumentation-flask==0.66b1",
 ]
 PROFILER = "py-spy==0.4.3"
+# How long a service may take to answer after its start, on a machine busy with other work.
+STARTUP_SECONDS = 60
 # What a copy of the template leaves out: history, caches and this benchmark.
 NOT_TEMPLATE = shutil.ignore_patterns(
     ".git", ".venv", ".cache", "__pycache__", ".pytest_cache", ".ruff_cache", "benchmarks"

@@ -15,8 +15,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from serving import Gunicorn, fetch
-from throughput import VARIANTS_BY_NAME, Projects
+from harness.gunicorn_service import BakedService
+
+from .environment import STARTUP_SECONDS
+from .throughput import VARIANTS_BY_NAME, Projects
 
 WORKERS = 3
 REQUESTS = 3_000
@@ -34,15 +36,13 @@ def run_log_faults(python: Path, projects: Projects, workdir: Path, _options) ->
 def _serve(python: Path, project: Path, folder: Path, stuck: bool) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     log_file = folder / "service.log"
-    env = {"PYTHONPATH": str(project / "src"), "WEB_CONCURRENCY": str(WORKERS),
-           "LOG_FILE": str(log_file), "LOG_ROTATION": "1 GB"}  # fmt: skip
-    command = [python, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+    service = BakedService(python, project, folder / "gunicorn.out", WORKERS,
+                           LOG_FILE=str(log_file), LOG_ROTATION="1 GB")  # fmt: skip
     unread, pipe_end = os.pipe() if stuck else (None, None)
-    stdout = pipe_end if stuck else None
     try:
-        with Gunicorn(command, project, env, folder / "gunicorn.out", "/livez", stdout) as server:
+        with service.start(stdout=pipe_end, timeout=STARTUP_SECONDS) as server:
             ids, latencies = _send(server.url)
-            dropped = _dropped_console_lines(server.url)
+            dropped = round(server.metric("log_lines_dropped_total", sink="console"))
     finally:
         for descriptor in (unread, pipe_end):
             if descriptor is not None:
@@ -71,11 +71,3 @@ def _send(base_url: str) -> tuple[set[str], list[float]]:
     with ThreadPoolExecutor(CLIENTS) as pool:
         answers = list(pool.map(get, range(REQUESTS)))
     return {request_id for request_id, _ in answers}, [seconds for _, seconds in answers]
-
-
-def _dropped_console_lines(url: str) -> int:
-    text = fetch(url + "/metrics")[1].decode()
-    return round(sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-        if line.startswith('log_lines_dropped_total{') and 'sink="console"' in line
-    ))  # fmt: skip

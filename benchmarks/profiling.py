@@ -11,9 +11,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from environment import venv_tool
-from serving import Gunicorn
-from throughput import ENDPOINT
+from harness.gunicorn_service import Gunicorn
+
+from .environment import venv_tool
+from .throughput import ENDPOINT
 
 SAMPLES_PER_SECOND = 250
 # "name (path/to/file.py:12)": keep the name and the file, drop the line and the folders.

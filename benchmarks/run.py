@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """What the observability of a generated service costs, measured on this machine in one run.
 
 Bakes projects from this template and serves each under gunicorn on loopback, loaded by
@@ -9,11 +8,11 @@ and a stdout that nobody reads. Prints tables and writes every figure to
 benchmarks/results/latest.json.
 Not part of the test suite: see "Benchmark" in README.md.
 
-    python3 benchmarks/run.py                      # everything, about 12 minutes
-    python3 benchmarks/run.py --sections churn --ref HEAD~3   # an older template, one part
-    python3 benchmarks/run.py --sections throughput --rounds 1
-    python3 benchmarks/run.py --profile full       # py-spy on one worker of one variant
-    python3 benchmarks/run.py --template-patch change.diff --output benchmarks/results/change.json
+    python3 -m benchmarks.run                      # everything, about 12 minutes
+    python3 -m benchmarks.run --sections churn --ref HEAD~3   # an older template, one part
+    python3 -m benchmarks.run --sections throughput --rounds 1
+    python3 -m benchmarks.run --profile full       # py-spy on one worker of one variant
+    python3 -m benchmarks.run --template-patch change.diff --output benchmarks/results/change.json
 """
 
 import argparse
@@ -27,11 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from churn import run_churn
-from environment import BENCHMARKS_DIR, bake, ensure_venv, prepare_template
-from log_faults import run_log_faults
-from profiling import profile_worker
-from report import (
+from harness.envelopes import EnvelopeServer
+
+from .churn import run_churn
+from .environment import BENCHMARKS_DIR, bake, ensure_venv, prepare_template
+from .log_faults import run_log_faults
+from .profiling import profile_worker
+from .report import (
     bake_report,
     churn_report,
     log_faults_report,
@@ -40,9 +41,8 @@ from report import (
     scrape_report,
     throughput_report,
 )
-from scrape import run_scrapes
-from serving import EnvelopeServer
-from throughput import VARIANTS_BY_NAME, Projects, run_throughput, serve
+from .scrape import run_scrapes
+from .throughput import VARIANTS_BY_NAME, Projects, run_throughput, serve
 
 RESULTS_DIR = BENCHMARKS_DIR / "results"
 LOG_ROTATION = "1 MB"  # small, so that a run rotates (and compresses) many times
@@ -71,7 +71,9 @@ def main() -> None:
 
 
 def _parse_arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python3 -m benchmarks.run", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each run")

@@ -10,9 +10,12 @@ import statistics
 import time
 from pathlib import Path
 
-from environment import BENCHMARKS_DIR, package_name
-from serving import Gunicorn, fetch, run_wrk
-from throughput import APPS_DIR, VARIANTS_BY_NAME, Projects
+from harness.gunicorn_service import BakedService
+from harness.loopback import fetch
+
+from .environment import BENCHMARKS_DIR, STARTUP_SECONDS, package_name
+from .measuring import run_wrk
+from .throughput import APPS_DIR, VARIANTS_BY_NAME, Projects
 
 WORKER_COUNTS = (1, 4, 8)
 ROUTE_COUNTS = (10, 100)
@@ -33,16 +36,15 @@ def run_scrapes(python: Path, projects: Projects, workdir: Path, _options) -> li
 
 def _measure(python: Path, project: Path, workdir: Path, workers: int, routes: int) -> dict:
     metrics_dir = workdir / f"scrape-{workers}-{routes}"
-    env = {
-        "PYTHONPATH": f"{project / 'src'}:{APPS_DIR}",
-        "WEB_CONCURRENCY": str(workers),
+    settings = {
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "BENCH_PACKAGE": package_name(project),
         "BENCH_ROUTES": str(routes),
     }
-    command = [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "many_routes:create_app()"]
     output = workdir / f"scrape-{workers}-{routes}.out"
-    with Gunicorn(command, project, env, output, "/livez") as server:
+    service = BakedService(python, project, output, workers, "many_routes:create_app()",
+                           pythonpath=[APPS_DIR], **settings)  # fmt: skip
+    with service.start(timeout=STARTUP_SECONDS) as server:
         # Enough requests that every worker serves every route: each writes every series.
         run_wrk(server.url, LOAD_SECONDS, 2 * workers, BENCHMARKS_DIR / "routes.lua", (routes,))
         durations, body = _scrape(server.url + "/metrics")

@@ -4,8 +4,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from environment import BENCHMARKS_DIR, COMPONENTS, bake
-from serving import EnvelopeServer, Gunicorn, machine_busy_seconds, own_cpu_seconds, run_wrk
+from harness.envelopes import EnvelopeServer
+from harness.gunicorn_service import BakedService, Gunicorn
+
+from .environment import BENCHMARKS_DIR, COMPONENTS, STARTUP_SECONDS, bake
+from .measuring import (
+    machine_busy_seconds,
+    master_cpu_seconds,
+    own_cpu_seconds,
+    run_wrk,
+    workers_cpu_seconds,
+)
 
 ENDPOINT = "/api/items/7"
 APPS_DIR = BENCHMARKS_DIR / "apps"
@@ -85,24 +94,24 @@ class Projects:
 def serve(
     variant: Variant, python: Path, projects: Projects, workdir: Path, workers: int, sentry_dsn: str
 ) -> Gunicorn:
-    """The variant under gunicorn with `workers` sync workers; the same endpoint answers for all."""
+    """The variant started under gunicorn with `workers` sync workers; the same endpoint
+    answers for all."""
     output = workdir / f"{variant.name}.out"
     if variant.plain_app:
-        command = [python, "-m", "gunicorn", "--workers", str(workers), variant.plain_app]
-        return Gunicorn(command, workdir, {"PYTHONPATH": str(APPS_DIR)}, output, ENDPOINT)
+        arguments = ["--workers", str(workers), variant.plain_app]
+        server = Gunicorn(python, arguments, workdir, output, [APPS_DIR], ready_path=ENDPOINT)
+        return server.start(timeout=STARTUP_SECONDS)
     project = projects.get(variant)
     # Every run starts with an empty log file: one run's lines must not rotate in the next.
     shutil.rmtree(project / "logs", ignore_errors=True)
-    env = {
-        "PYTHONPATH": str(project / "src"),
-        "WEB_CONCURRENCY": str(workers),
+    settings = {
         # Our own folder: gunicorn.conf.py would otherwise make one in /tmp per start.
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"{variant.name}-metrics"),
         **({"SENTRY_DSN": sentry_dsn} if variant.sentry else {}),
         **dict(variant.env),
     }
-    command = [python, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
-    return Gunicorn(command, project, env, output, ENDPOINT)
+    server = BakedService(python, project, output, workers, ready_path=ENDPOINT, **settings)
+    return server.start(timeout=STARTUP_SECONDS)
 
 
 def measure(server: Gunicorn, options) -> dict:
@@ -131,8 +140,8 @@ def measure(server: Gunicorn, options) -> dict:
 
 def _cpu_seconds(server: Gunicorn) -> dict[str, float]:
     return {
-        "master": server.master_cpu_seconds(),
-        "workers": server.workers_cpu_seconds(),
+        "master": master_cpu_seconds(server),
+        "workers": workers_cpu_seconds(server),
         "own": own_cpu_seconds(),  # wrk and the envelope server
         "machine": machine_busy_seconds(),
     }

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .service import EnvelopeServer, LoopbackProcess
+from harness.envelopes import EnvelopeProcess
+from harness.loopback import LoopbackProcess
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TEMPLATE_DIR))  # so that tests can import hooks.*
@@ -141,16 +142,12 @@ def baked(cookies_session, service_python):
 
 @pytest.fixture
 def envelopes(tmp_path):
-    """Start stand-ins for sentry.io; each is stopped by its pid after the test."""
-    servers = []
+    """Start stand-ins for sentry.io; stop_leftover_servers stops them by pid after the test."""
 
-    def start(hang: bool = False) -> EnvelopeServer:
-        servers.append(EnvelopeServer(tmp_path, hang))
-        return servers[-1]
+    def start(hang: bool = False) -> EnvelopeProcess:
+        return EnvelopeProcess(tmp_path, hang).start()
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import requests
 
@@ -40,8 +39,3 @@ def send_all(
 
 def status_counts(outcomes: list[Outcome]) -> Counter:
     return Counter(str(outcome.status) for outcome in outcomes if outcome.status is not None)
-
-
-def worker_pids(master_pid: int) -> list[int]:
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    return [int(pid) for pid in children]

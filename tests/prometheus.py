@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .service import LoopbackProcess
+from harness.loopback import LoopbackProcess
 
 
 def require_binary(name: str) -> str:

@@ -99,16 +99,12 @@ class StuckStdoutService(GunicornService):
     """gunicorn whose stdout is a pipe that nobody reads until `read_stdout()`."""
 
     def start(self) -> "StuckStdoutService":
-        fifo = self.output.with_name("stdout.fifo")
-        os.mkfifo(fifo)
-        self.stdout = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open, and left unread
+        self.stdout, pipe_end = os.pipe()  # the read end: open, and left unread
         self.received = b""
-        redirect = 'exec "$0" "$@" > "$STDOUT_FIFO"'
-        command = ["sh", "-c", redirect, self.project.python, "-m", "gunicorn",
-                   "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(self.project.path / "src"),
-               "STDOUT_FIFO": str(fifo), **self.env}  # fmt: skip
-        return self.launch(command, self.project.path, env)
+        try:
+            return super().start(stdout=pipe_end)
+        finally:
+            os.close(pipe_end)  # the service has its own copy
 
     def read_stdout(self) -> None:
         """Read from now on, as a collector that came back would."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .load import send_all, worker_pids
+from .load import send_all
 from .service import GunicornService
 
 PATHS = ["/api/items/{n}", "/", "/api/fail", "/api/items/{missing}"]
@@ -135,7 +135,7 @@ def test_a_killed_worker_loses_no_line_of_a_completed_request(baked, tmp_path, k
     killed = []
     for _ in range(kills):
         time.sleep(0.7)
-        victim = worker_pids(service.process.pid)[0]
+        victim = service.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
         killed.append(victim)
     load.join(timeout=120)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .load import send_all, status_counts, worker_pids
+from .load import send_all, status_counts
 from .service import GunicornService
 
 # A round of mixed traffic: two successes, a 404 and a 500 per round.
@@ -54,7 +54,7 @@ def test_counts_survive_a_worker_killed_mid_load_and_restart_from_zero(service):
     before_kill = send_all(service.url, mixed_paths(150))
     assert sum(request_totals(service).values()) == len(before_kill)
 
-    victim = worker_pids(service.process.pid)[0]
+    victim = service.worker_pids()[0]
     during = []
     load = threading.Thread(target=lambda: during.extend(send_all(service.url, mixed_paths(300))))
     load.start()
@@ -99,7 +99,7 @@ def test_label_cardinality_stays_bounded_for_thousands_of_urls(service):
 def _wait_for_workers(service, count: int, replaced: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = worker_pids(service.process.pid)
+        pids = service.worker_pids()
         if len(pids) == count and replaced not in pids:
             return
         time.sleep(0.1)

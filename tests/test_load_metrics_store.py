@@ -9,7 +9,7 @@ from itertools import pairwise
 
 import pytest
 
-from .load import send_all, status_counts, worker_pids
+from .load import send_all, status_counts
 from .service import GunicornService
 from .test_load_metrics import EXPECTED_PER_ROUND, histogram_counts, mixed_paths, request_totals
 
@@ -138,11 +138,11 @@ def test_a_directory_given_by_the_operator_is_kept_on_exit(baked, tmp_path):
 
 
 def _reload(service, timeout: float = 30) -> None:
-    old = set(worker_pids(service.process.pid))
+    old = set(service.worker_pids())
     service.process.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = set(worker_pids(service.process.pid))
+        pids = set(service.worker_pids())
         if len(pids) == len(old) and not pids & old:
             return
         time.sleep(0.1)

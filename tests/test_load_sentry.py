@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.envelopes import EnvelopeProcess
+from harness.loopback import free_port
+
 from .load import send_all
-from .service import EnvelopeServer, GunicornService, free_port
+from .service import GunicornService
 
 HERE = Path(__file__).resolve().parent
 SECRETS = {
@@ -39,7 +42,7 @@ def test_one_scrubbed_event_per_unhandled_exception(baked, tmp_path, envelopes):
     assert {event["tags"]["request_id"] for event in events} == {o.request_id for o in failures}
     assert {event["release"] for event in events} == {"my-service@0.1.0"}
     assert {event["environment"] for event in events} == {"staging"}
-    raw = sentry.output.read_text()
+    raw = sentry.items_file.read_text()
     for secret in (*SECRETS.values(), QUERY_SECRET):
         assert secret not in raw
     assert "REMOTE_ADDR" not in raw
@@ -90,7 +93,7 @@ def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
 
 
-def _wait_for_items(sentry: EnvelopeServer, item_type: str, count: int, timeout: float = 20):
+def _wait_for_items(sentry: EnvelopeProcess, item_type: str, count: int, timeout: float = 20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         items = sentry.items(item_type)
