@@ -177,6 +177,25 @@ def test_the_file_stays_json_when_the_console_is_text(tmp_path, capfd):
     assert not line.startswith("{")
 
 
+def test_a_text_line_too_large_for_a_datagram_is_cut_and_stays_one_line(tmp_path, capfd):
+    settings = make_settings(log_file=tmp_path / "service.log", log_format="text")
+    configure_logging(settings)
+    relay = LogRelay()
+    message = "w" * (2 * MAX_DATAGRAM)
+    worker = fork_worker(settings, relay, lambda: logger.info(message))
+    assert wait_for_exit(worker)
+    relay.stop()
+
+    [record] = [r for r in file_records(settings) if r["message"].startswith("www")]
+    assert record["message"].endswith(" characters cut by the log relay]")
+    [line] = [line for line in capfd.readouterr().out.splitlines() if "www" in line]
+    prefix, kept = line[: line.index("w")], line[line.index("w") : line.rindex(" [...")]
+    assert " | INFO     | " in prefix
+    assert kept == "w" * len(kept)
+    cut = len(message) - len(kept)  # the mark counts exactly what was cut
+    assert line.endswith(f" [...{cut} characters cut by the log relay]")
+
+
 def test_workers_leave_out_the_records_below_the_log_level(master):
     settings, relay = master  # the master writes from INFO up: whatever a worker sends
     worker_settings = settings.model_copy(update={"log_level": "WARNING"})

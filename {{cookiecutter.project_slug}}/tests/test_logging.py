@@ -70,6 +70,18 @@ def test_exceptions_carry_type_message_and_stack_but_no_local_values(capsys):
     assert api_token not in json.dumps(record)
 
 
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_logger_exception_outside_an_except_block_adds_no_empty_error(capsys, log_format):
+    """A common slip: nothing is being handled, so there is no error to describe."""
+    configure_logging(make_settings(log_format=log_format))
+    logger.exception("nothing raised")
+    output = capsys.readouterr().out
+    assert output.count("\n") == 1
+    assert "NoneType" not in output
+    if log_format == "json":
+        assert not [key for key in json.loads(output) if key.startswith("error.")]
+
+
 def test_standard_logging_goes_through_loguru(capsys):
     configure_logging(make_settings())
     logging.getLogger("werkzeug").warning("from a library")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import traceback
 from datetime import UTC
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ..settings import SERVICE_NAME, Settings
@@ -17,10 +18,11 @@ from .log_record_keys import LINE, PACKED, RELAYED
 from .log_sinks import Render
 
 if TYPE_CHECKING:  # loguru's types exist for type checkers only
-    from loguru import Record, RecordException
+    from loguru import Record
 
 # Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
 _RESERVED_EXTRA = {"request_id", "trace_id", "_logger", LINE, RELAYED, PACKED}
+Raised = tuple[type[BaseException], BaseException | None, TracebackType | None]
 
 
 def line_renderers(settings: Settings) -> dict[str, Render]:
@@ -40,8 +42,8 @@ def text_line(record: Record) -> str:
         f"{record['time']:%Y-%m-%d %H:%M:%S}.{record['time'].microsecond // 1000:03d} | "
         f"{record['level'].name:<8} | {extra['request_id']} | {extra['_logger']} - {message}\n"
     )
-    if record["exception"] is not None:
-        line += _stack_trace(record["exception"])
+    if (raised := _raised(record)) is not None:
+        line += _stack_trace(raised)
     return line
 
 
@@ -70,19 +72,26 @@ def _json_fields(record: Record, static_fields: dict[str, str]) -> dict[str, obj
     if extra.get("trace_id", "-") != "-":
         fields["trace.id"] = extra["trace_id"]
     fields.update((key, value) for key, value in extra.items() if key not in _RESERVED_EXTRA)
-    if record["exception"] is not None:
-        fields.update(_error_fields(record["exception"]))
+    if (raised := _raised(record)) is not None:
+        fields.update(_error_fields(raised))
     return fields
 
 
-def _error_fields(exception: RecordException) -> dict[str, str]:
-    error_type, error, _ = exception
+def _raised(record: Record) -> Raised | None:
+    """The exception a record carries: none for logger.exception() called where no exception
+    is being handled, which loguru records as (None, None, None)."""
+    error_type, error, trace = record["exception"] or (None, None, None)
+    return None if error_type is None else (error_type, error, trace)
+
+
+def _error_fields(raised: Raised) -> dict[str, str]:
+    error_type, error, _ = raised
     return {
-        "error.type": getattr(error_type, "__name__", str(error_type)),
+        "error.type": error_type.__name__,
         "error.message": str(error),
-        "error.stack_trace": _stack_trace(exception),
+        "error.stack_trace": _stack_trace(raised),
     }
 
 
-def _stack_trace(exception: RecordException) -> str:
-    return "".join(traceback.format_exception(*exception))
+def _stack_trace(raised: Raised) -> str:
+    return "".join(traceback.format_exception(*raised))

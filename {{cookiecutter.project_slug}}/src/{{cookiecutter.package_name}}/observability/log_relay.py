@@ -148,7 +148,7 @@ def _cut_line(line: str, limit: int) -> str:
     for key, value in fields.items():
         if isinstance(value, str) and len(value) > share:
             fields[key] = _cut_text(value, share)
-    return json.dumps(fields, default=str) + "\n"
+    return json.dumps(fields) + "\n"  # parsed from JSON: nothing to convert
 
 
 def _cut_text(text: str, limit: int) -> str:
