@@ -26,7 +26,10 @@ from {{ cookiecutter.package_name }}.observability.logging import (
 from {{ cookiecutter.package_name }}.observability.timeouts import (
     RequestTimeout,
 )
-from {{ cookiecutter.package_name }}.settings import SERVER_SETTINGS, SettingsError
+from {{ cookiecutter.package_name }}.settings import (
+    SERVER_SETTINGS,
+    SettingsError,
+)
 
 from .conftest import make_settings
 
