@@ -4,9 +4,14 @@ promtool and amtool come with the Debian and Ubuntu packages `prometheus` and
 `prometheus-alertmanager`; without them these tests are skipped (CI installs them).
 """
 
+import json
 import re
 import shutil
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 import yaml
@@ -15,7 +20,7 @@ from {{ cookiecutter.package_name }}.observability.metrics import (
     METRICS_PATH,
 )
 
-from .conftest import PROJECT_DIR, get
+from .conftest import PROJECT_DIR, free_port, get, stop_process_group
 from .promql import (
     grouping_labels,
     known_series,
@@ -30,6 +35,7 @@ PROMETHEUS_DIR = PROJECT_DIR / "monitoring" / "prometheus"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
 ALERTS_TESTS = PROMETHEUS_DIR / "alerts_test.yml"
 ALERTMANAGER_CONFIG = PROJECT_DIR / "monitoring" / "alertmanager" / "alertmanager.yml"
+ALERT_PRINTER = PROJECT_DIR / "monitoring" / "alertmanager" / "alert_printer.py"
 RUNBOOK = PROJECT_DIR / "docs" / "runbook.md"
 # The receiver examples are commented out; these are their lines, without the "# ".
 COMMENTED_EXAMPLE_LINE = re.compile(r"^([ ]+)# (?=slack_configs:|email_configs:|  )", re.MULTILINE)
@@ -190,3 +196,40 @@ def test_a_page_silences_the_tickets_of_its_job():
 def test_labels_are_found_in_expressions(expression, selectors, groupings):
     assert selector_labels(expression) == selectors
     assert grouping_labels(expression) == groupings
+
+
+def post_json(url: str, body: bytes) -> int:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_alert_printer_prints_a_line_per_alert_and_refuses_what_is_not_json(tmp_path):
+    """The receiver of the local stack (compose.yaml's alert-webhook)."""
+    port, output = free_port(), tmp_path / "printer.out"
+    with output.open("wb") as out:
+        printer = subprocess.Popen(
+            [sys.executable, str(ALERT_PRINTER), str(port)], stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while "printing the alerts" not in output.read_text():
+            assert printer.poll() is None and time.monotonic() < deadline, output.read_text()
+            time.sleep(0.05)
+        firing = {"labels": {"alertname": "HighErrorRatio", "severity": "page", "job": "svc"},
+                  "annotations": {"summary": "5xx above 5 %"}}  # fmt: skip
+        alerts = [{**firing, "status": status} for status in ("firing", "resolved")]
+        url = f"http://127.0.0.1:{port}/page"
+        assert post_json(url, json.dumps({"alerts": alerts}).encode()) == 200
+        assert post_json(url, b"not json") == 400
+    finally:
+        stop_process_group(printer)
+    where = "[alertname=HighErrorRatio job=svc severity=page] 5xx above 5 %"
+    assert output.read_text().splitlines()[1:] == [
+        f"page: FIRING HighErrorRatio {where}",
+        f"page: RESOLVED HighErrorRatio {where}",
+    ]
