@@ -1,5 +1,7 @@
 """The baked service the tests load: gunicorn from the harness, with the tests' defaults."""
 
+import re
+import time
 from pathlib import Path
 
 import requests
@@ -23,3 +25,15 @@ class GunicornService(BakedService):
 
     def get(self, path: str, **kwargs) -> requests.Response:
         return requests.get(f"{self.url}{path}", timeout=10, **kwargs)
+
+    def wait_for_workers(self, count: int, timeout: float = 60.0) -> None:
+        """Until `count` workers have loaded the app (each reports its memory when it starts):
+        ready means one worker answers, and on a busy machine the others may still be loading."""
+        deadline = time.monotonic() + timeout
+        while len(self.reporting_workers()) < count:
+            assert time.monotonic() < deadline, f"{count} workers did not start in {timeout} s"
+            time.sleep(0.1)
+
+    def reporting_workers(self) -> set[str]:
+        series = re.compile(r'^process_worker_resident_memory_bytes\{pid="(\d+)"\}', re.MULTILINE)
+        return set(series.findall(self.get("/metrics").text))

@@ -16,6 +16,7 @@ ROUNDS = 40
 @pytest.fixture
 def service(baked, tmp_path):
     server = GunicornService(baked("all-defaults"), tmp_path, workers=3).start()
+    server.wait_for_workers(3)  # the test below counts on more than one
     yield server
     server.stop()
 

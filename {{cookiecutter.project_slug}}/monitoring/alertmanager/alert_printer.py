@@ -1,8 +1,8 @@
-"""The alert-webhook of compose.yaml: prints each alert that Alertmanager posts, one line each.
+"""A webhook that prints each alert Alertmanager posts to it, one line per alert.
 
 It stands in for your paging and ticketing webhooks until their URLs are in alertmanager.yml,
-so that a new stack shows its alerts (`docker compose logs -f alert-webhook`). Standard library
-only: it runs in a plain Python image. Usage: python alert_printer.py [port], 5001 by default.
+so that a new stack shows its alerts in this process's output. Standard library only: it runs
+in a plain Python image. Usage: python alert_printer.py [port], 5001 by default.
 """
 
 import json
