@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, urlencode
 
 import sentry_sdk
-from flask import Flask, g
+from flask import Flask
 from loguru import logger
 from sentry_sdk.integrations.flask import FlaskIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
@@ -21,6 +21,7 @@ from sentry_sdk.types import Event, Hint, SamplingContext
 
 from ..settings import Settings
 from .health import polled_paths
+from .request_context import current_request_id, current_trace_id
 
 FILTERED = "[Filtered]"
 # Matched anywhere in a lower-cased name, "-" read as "_": X-Api-Key and HTTP_X_API_KEY alike.
@@ -59,8 +60,8 @@ def init_error_reporting(app: Flask, settings: Settings) -> None:
 
 
 def _tag_request_ids() -> None:
-    sentry_sdk.set_tag("request_id", g.get("request_id"))
-    sentry_sdk.set_tag("trace_id", g.get("trace_id"))
+    sentry_sdk.set_tag("request_id", current_request_id())
+    sentry_sdk.set_tag("trace_id", current_trace_id())
 
 
 def _traces_sampler(app: Flask, sample_rate: float) -> Callable[[SamplingContext], float]:

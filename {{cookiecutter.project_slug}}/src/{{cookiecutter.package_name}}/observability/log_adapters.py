@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from loguru import logger
 
+from .request_context import REQUEST_ID_HEADER
 from .timeouts import RequestTimeout
 
 if TYPE_CHECKING:  # annotations only
@@ -75,7 +76,8 @@ class GunicornLogger(GunicornBaseLogger):
         status = _status_code(resp)
         logger.bind(
             _logger="gunicorn.access",
-            request_id=_response_header(resp, "x-request-id") or _timed_out_request_id(),
+            # Logged after the request has ended: its id is in the answer's header by now.
+            request_id=_response_header(resp, REQUEST_ID_HEADER) or _timed_out_request_id(),
             **{
                 "http.request.method": method,
                 "url.path": path,
@@ -95,7 +97,7 @@ def _status_code(resp: Response) -> int | None:
 
 
 def _response_header(resp: Response, name: str) -> str | None:
-    return next((value for key, value in resp.headers if key.lower() == name), None)
+    return next((value for key, value in resp.headers if key.lower() == name.lower()), None)
 
 
 def _timed_out_request_id() -> str:

@@ -1,5 +1,8 @@
 """Request id and W3C trace id for every request, bound into every log line.
 
+Other modules read them with `current_request_id()` and `current_trace_id()`: "-" outside a
+request.
+
 `X-Request-ID` from the client (or a proxy) is kept only when it is short and made of
 safe characters; anything else is replaced, so a header cannot forge or break a log
 line. The id is echoed back in the response. A valid `traceparent` header supplies the
@@ -47,13 +50,13 @@ def incoming_trace_id(traceparent: str | None) -> str:
 
 
 def _start_request() -> None:
-    g.request_id = incoming_request_id(request.headers.get(REQUEST_ID_HEADER))
-    g.trace_id = incoming_trace_id(request.headers.get("traceparent"))
-    g.context_tokens = (_request_id.set(g.request_id), _trace_id.set(g.trace_id))
+    request_id = incoming_request_id(request.headers.get(REQUEST_ID_HEADER))
+    trace_id = incoming_trace_id(request.headers.get("traceparent"))
+    g.context_tokens = (_request_id.set(request_id), _trace_id.set(trace_id))
 
 
 def _echo_request_id(response: Response) -> Response:
-    response.headers[REQUEST_ID_HEADER] = g.get("request_id", current_request_id())
+    response.headers[REQUEST_ID_HEADER] = current_request_id()
     return response
 
 

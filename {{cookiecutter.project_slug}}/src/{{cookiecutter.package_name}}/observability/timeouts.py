@@ -16,6 +16,8 @@ from blinker import Namespace
 from flask import Flask, current_app, g, has_request_context, request
 from loguru import logger
 
+from .request_context import current_request_id
+
 # Sent with the route of a request that the worker timeout ended (metrics count them).
 request_timed_out = Namespace().signal("request-timed-out")
 
@@ -63,5 +65,5 @@ def end_timed_out_request(timeout_seconds: int) -> None:
     raise RequestTimeout(
         f"{request.method} {route} ran {ran_seconds:.1f} s, past the {timeout_seconds} s "
         "worker timeout",
-        request_id=g.get("request_id", "-"),
+        request_id=current_request_id(),
     )
