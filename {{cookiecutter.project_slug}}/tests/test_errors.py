@@ -138,6 +138,17 @@ def test_probes_are_not_traced(sentry_server):
     assert names == ["/api/items/<int:item_id>"]
 
 
+def test_a_transaction_is_scrubbed_like_an_event(sentry_server):
+    client = create_app(
+        make_settings(sentry_dsn=sentry_server.dsn, sentry_traces_sample_rate=1.0)
+    ).test_client()
+    assert client.get(f"/api/items/1?token={QUERY_TOKEN}", headers=SECRETS).status_code == 200
+    sentry_sdk.flush(timeout=5)
+    [transaction] = sentry_server.payloads("transaction")
+    for secret in (*SECRETS.values(), QUERY_TOKEN):
+        assert secret not in transaction.decode()
+
+
 def test_tracing_off_sends_no_transactions(sentry_server):
     app = create_app(
         make_settings(sentry_dsn=sentry_server.dsn, sentry_traces_sample_rate=0.0)
