@@ -208,7 +208,7 @@ def post_json(url: str, body: bytes) -> int:
 
 
 def test_the_alert_printer_prints_a_line_per_alert_and_refuses_what_is_not_json(tmp_path):
-    """The receiver of the local stack (compose.yaml's alert-webhook)."""
+    """The receiver that the local stack's Alertmanager posts to."""
     port, output = free_port(), tmp_path / "printer.out"
     with output.open("wb") as out:
         printer = subprocess.Popen(

@@ -20,6 +20,7 @@ from {{ cookiecutter.package_name }}.settings import (
     load_settings,
 )
 
+from . import stuck_app
 from .conftest import capture_log_records, get, make_settings
 
 SECRETS = {
@@ -163,8 +164,12 @@ def test_tracing_off_sends_no_transactions(sentry_server):
 def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack(
     sentry_server, gunicorn
 ):
-    server = gunicorn(workers=2, GUNICORN_TIMEOUT="1", SENTRY_DSN=sentry_server.dsn)
-    status, _, _ = get(f"{server.url}/api/slow?ms=2000", {"X-Request-ID": "stuck-3"})
+    server = gunicorn(
+        workers=2, app=stuck_app.APP, GUNICORN_TIMEOUT="1", SENTRY_DSN=sentry_server.dsn
+    )
+    status, _, _ = get(
+        f"{server.url}/stuck", {"X-Request-ID": "stuck-3"}, timeout=stuck_app.STUCK_SECONDS
+    )
     assert status == 500
     server.stop()  # a worker sends what it holds before it exits
 
@@ -172,8 +177,8 @@ def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack
     assert len(events) == 1, "one event for the timeout, none for the worker's exit"
     [exception] = events[0]["exception"]["values"]
     assert exception["type"] == "RequestTimeout"
-    assert "GET /api/slow ran" in exception["value"]
-    assert "slow" in [frame["function"] for frame in exception["stacktrace"]["frames"]]
+    assert "GET /stuck ran" in exception["value"]
+    assert "stuck" in [frame["function"] for frame in exception["stacktrace"]["frames"]]
     assert events[0]["tags"]["request_id"] == "stuck-3"
 
 
