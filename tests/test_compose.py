@@ -1,0 +1,42 @@
+"""The local stack of compose.yaml asks nothing of the engine that Docker has and podman lacks,
+and every address that Alertmanager posts to is a service of the stack."""
+
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+# The combinations whose stack differs: with Prometheus and Alertmanager, and without.
+COMBINATIONS = ["all-defaults", "no-dashboard", "no-metrics"]
+
+
+def stack(project) -> dict:
+    return yaml.safe_load((project.path / "compose.yaml").read_text())["services"]
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_no_service_needs_the_hosts_address(baked, name):
+    """podman 4 refuses `host-gateway`, Docker's name for it: nothing may depend on it."""
+    for service, settings in stack(baked(name)).items():
+        assert "extra_hosts" not in settings, service
+        assert "host-gateway" not in yaml.safe_dump(settings), service
+
+
+def test_alertmanager_posts_only_to_services_of_the_stack(baked):
+    project = baked("all-defaults")
+    config = yaml.safe_load(
+        (project.path / "monitoring" / "alertmanager" / "alertmanager.yml").read_text()
+    )
+    hosts = {
+        urlsplit(webhook["url"]).hostname
+        for receiver in config["receivers"]
+        for webhook in receiver.get("webhook_configs", [])
+    }
+    services = stack(project)
+    assert hosts
+    assert hosts <= set(services)
+    printer = services["alert-webhook"]
+    [mount] = printer["volumes"]
+    source, target, _mode = mount.split(":")
+    assert (project.path / source).is_file()  # the printer script the service runs
+    assert target in " ".join(printer["command"])
