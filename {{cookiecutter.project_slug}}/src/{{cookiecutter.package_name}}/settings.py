@@ -10,13 +10,14 @@ from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Literal
-{%- if cookiecutter.use_sentry %}
-from urllib.parse import urlsplit
-{%- endif %}
 
 from loguru import logger
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+{%- if cookiecutter.use_sentry %}
+
+from .observability.sentry_settings import SentrySettings
+{%- endif %}
 
 SERVICE_NAME = "{{ cookiecutter.project_slug }}"
 
@@ -42,7 +43,9 @@ def _installed_version() -> str:
         return "{{ cookiecutter.version }}"
 
 
-class Settings(BaseSettings):
+class Settings({% if cookiecutter.use_sentry %}SentrySettings, {% endif %}BaseSettings):
+    """The service's settings; a component's own settings come in as a mixin."""
+
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
     )
@@ -56,11 +59,6 @@ class Settings(BaseSettings):
     log_rotation: str = "{{ cookiecutter.log_rotation }}"
     log_retention: str = "{{ cookiecutter.log_retention_days }} days"
     log_compression: Literal["gz", "zip", "bz2", "xz", "none"] = "{{ cookiecutter.log_compression }}"
-{%- if cookiecutter.use_sentry %}
-
-    sentry_dsn: str | None = None
-    sentry_traces_sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
-{%- endif %}
 
     # While this file exists, /readyz answers 503: touch it to drain an instance before upkeep.
     drain_file: Path | None = None
@@ -92,19 +90,6 @@ class Settings(BaseSettings):
         if not RETENTION_PATTERN.match(value.strip()):
             raise ValueError('expected a number of files ("10") or an interval ("14 days")')
         return value.strip()
-{%- if cookiecutter.use_sentry %}
-
-    @field_validator("sentry_dsn", mode="before")
-    @classmethod
-    def _well_formed_dsn(cls, value: object) -> object:
-        if value in (None, ""):
-            return None
-        parts = urlsplit(str(value))
-        project_id = parts.path.rstrip("/").rsplit("/", 1)[-1]
-        if parts.scheme not in ("http", "https") or not parts.username or not project_id.isdigit():
-            raise ValueError("expected https://<public key>@<host>/<project id>")
-        return value
-{%- endif %}
 
 
 def _describe(error: ValidationError) -> str:

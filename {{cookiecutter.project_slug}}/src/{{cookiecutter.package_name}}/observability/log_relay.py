@@ -11,6 +11,7 @@ end is told in log_record_keys.py.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import socket
@@ -37,8 +38,6 @@ MAX_DATAGRAM = 200 * 1024
 CUT_MARK = " [...{} characters cut by the log relay]"
 # The format of the worker's sink: loguru fills in the datagram that _pack has made.
 _SEND_PACKED = "{extra[" + PACKED + "]}"
-
-_relay: LogRelay | None = None
 
 
 class LogRelay:
@@ -81,12 +80,10 @@ class LogRelay:
         shutil.rmtree(self._folder, ignore_errors=True)
 
 
+@functools.cache
 def start_log_relay() -> LogRelay:
     """In the master; gunicorn re-runs its configuration on HUP, and the relay stays."""
-    global _relay
-    if _relay is None:
-        _relay = LogRelay()
-    return _relay
+    return LogRelay()
 
 
 def forward_logs_to_master(settings: Settings, address: str) -> None:
