@@ -26,10 +26,13 @@ from {{ cookiecutter.package_name }}.observability.metrics_directory import (
 from {{ cookiecutter.package_name }}.observability.server_hooks import (
     EachComponent,
 )
+from {{ cookiecutter.package_name }}.observability.shutdown import (
+    drain_before_stopping,
+)
 from {{ cookiecutter.package_name }}.observability.timeouts import (
     end_timed_out_request,
 )
-from {{ cookiecutter.package_name }}.settings import SERVER_SETTINGS
+from {{ cookiecutter.package_name }}.settings import SERVER_SETTINGS, current_settings
 
 if TYPE_CHECKING:
     from gunicorn.arbiter import Arbiter
@@ -62,6 +65,7 @@ control_socket_disable = True
 
 def on_starting(server: "Arbiter") -> None:
     components.on_starting(server)
+    drain_before_stopping(server, lambda: current_settings().shutdown_drain_seconds)
 
 
 def post_fork(server: "Arbiter", worker: "Worker") -> None:

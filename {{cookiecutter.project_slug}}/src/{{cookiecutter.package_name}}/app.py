@@ -10,6 +10,7 @@ from .observability.logging import configure_logging
 from .observability.metrics import init_metrics
 {%- endif %}
 from .observability.request_context import init_request_context
+from .observability.shutdown import init_shutdown_drain
 from .observability.timeouts import init_request_timeouts
 from .settings import SERVER_SETTINGS, Settings, current_settings, exit_on_bad_settings
 from .views import views
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_error_reporting(app, settings)
 {%- endif %}
     init_health(app, drain_file=settings.drain_file)
+    init_shutdown_drain(app, settings.shutdown_drain_seconds)
 {%- if cookiecutter.use_prometheus %}
     init_metrics(app)
 {%- endif %}

@@ -62,6 +62,8 @@ class Settings({% if cookiecutter.use_sentry %}SentrySettings, {% endif %}BaseSe
 
     # While this file exists, /readyz answers 503: touch it to drain an instance before upkeep.
     drain_file: Path | None = None
+    # On SIGTERM, /readyz answers 503 and the service serves this long before it stops.
+    shutdown_drain_seconds: Annotated[float, Field(ge=0, le=600)] = 0
 
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     web_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
