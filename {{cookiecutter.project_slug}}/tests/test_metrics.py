@@ -274,6 +274,17 @@ def test_a_restart_with_the_same_metrics_directory_starts_from_zero(gunicorn, tm
         server.stop()
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_a_reload_keeps_the_counts_of_the_workers_it_replaces(gunicorn):
+    server = gunicorn(workers=2)
+    first = wait_for_new_workers(server, 2, gone=set())
+    for _ in range(5):
+        assert get(f"{server.url}/api/items/1")[0] == 200
+    os.kill(server.process.pid, signal.SIGHUP)  # gunicorn.conf.py runs again, new workers start
+    wait_for_new_workers(server, 2, gone=first)
+    assert sample(scrape_server(server), "flask_http_request_total", status="200") == 5
+
+
 def get_cut_off(url: str) -> None:
     """A request whose worker is killed: the connection breaks."""
     with contextlib.suppress(OSError):
@@ -295,10 +306,13 @@ count_lost_log_lines("file", "write_failed", 3)
 
 
 def test_lost_log_lines_are_counted_by_sink_and_reason(tmp_path):
+    environment = {
+        **os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "PYTHONPATH": str(PROJECT_DIR / "src"),
+    }  # fmt: skip
     subprocess.run(
         [sys.executable, "-c", LOSE_LOG_LINES.format(module=metrics.__name__)],
-        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT_DIR / "src")},
-        capture_output=True, check=True, timeout=60,
+        env=environment, capture_output=True, check=True, timeout=60,
     )  # fmt: skip
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(tmp_path))
@@ -307,3 +321,20 @@ def test_lost_log_lines_are_counted_by_sink_and_reason(tmp_path):
     assert sample(text, name, sink="console", reason="reader_stuck") == 12
     assert sample(text, name, sink="file", reason="write_failed") == 3
     assert sample(text, name) == 15
+
+
+def test_log_lines_the_master_cannot_write_are_in_metrics(gunicorn, tmp_path):
+    # The log file is a named pipe whose reader goes away: each write fails with EPIPE.
+    log_file = tmp_path / "service.log"
+    os.mkfifo(log_file)
+    reader = os.open(log_file, os.O_RDONLY | os.O_NONBLOCK)
+    server = gunicorn(workers=1, LOG_FILE=str(log_file), LOG_ROTATION="1 GB",
+                      LOG_COMPRESSION="none")  # fmt: skip
+    os.close(reader)
+    lost = {"sink": "file", "reason": "write_error"}
+    for _ in range(3):  # an access line each, at least
+        get(f"{server.url}/api/items/1")
+    deadline = time.monotonic() + 60
+    while sample(scrape_server(server), "log_lines_dropped_total", **lost) < 3:
+        assert time.monotonic() < deadline, "the lost lines were not counted"
+        time.sleep(0.1)

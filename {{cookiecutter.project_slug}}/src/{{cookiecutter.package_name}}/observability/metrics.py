@@ -210,8 +210,7 @@ def count_lost_log_lines(sink: str, reason: str, lines: int) -> None:
 
 @cache
 def _lost_log_lines() -> Counter:
-    # Made at the first loss, after on_starting emptied the metrics directory (unless the
-    # file already fails on gunicorn's first line, logged before on_starting).
+    # Made at the first loss, after the master emptied the metrics directory.
     return Counter(
         "log_lines_dropped",
         "Log lines dropped or not written, by sink (console, file) and reason",
