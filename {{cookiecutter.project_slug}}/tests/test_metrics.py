@@ -264,7 +264,7 @@ def test_workers_killed_mid_request_leave_no_series_behind(gunicorn):
 
 
 def test_a_restart_with_the_same_metrics_directory_starts_from_zero(gunicorn, tmp_path):
-    metrics_dir = str(tmp_path / "metrics")
+    metrics_dir = str(tmp_path / "run" / "metrics")  # made, with its parent, at the first start
     for run in range(2):
         server = gunicorn(workers=2, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
         for _ in range(5):
@@ -272,6 +272,18 @@ def test_a_restart_with_the_same_metrics_directory_starts_from_zero(gunicorn, tm
         text = scrape_server(server)
         assert sample(text, "flask_http_request_total", status="200") == 5, f"run {run + 1}"
         server.stop()
+
+
+def test_the_temporary_folders_the_master_made_go_when_it_stops(gunicorn, tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    # No PROMETHEUS_MULTIPROC_DIR: the master makes a metrics folder, as it does a relay's.
+    server = gunicorn(workers=1, PROMETHEUS_MULTIPROC_DIR="", TMPDIR=str(temporary))
+    assert get(f"{server.url}/api/items/1")[0] == 200
+    [metrics_folder] = temporary.glob("metrics-*")
+    assert list(metrics_folder.glob("*.db")), "the worker writes its samples elsewhere"
+    server.stop()
+    assert list(temporary.iterdir()) == []
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
