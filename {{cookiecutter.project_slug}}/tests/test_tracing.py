@@ -1,5 +1,5 @@
-{% if cookiecutter.use_sentry %}import json
-{% endif %}import threading
+import json
+import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -327,13 +327,23 @@ def test_a_bad_value_is_a_settings_error_naming_it(monkeypatch, name, value):
         load_settings()
 
 
-def test_under_gunicorn_every_span_is_exported_by_the_time_workers_stop(gunicorn, collector):
+def test_under_gunicorn_every_span_is_exported_by_the_time_workers_stop(
+    gunicorn, collector, tmp_path
+):
     server = gunicorn(workers=2, OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint)
     for item_id in range(30):
         assert get(f"{server.url}/api/items/{item_id}")[0] == 200
     server.stop()  # SIGTERM: each worker exports what it holds before it exits
+
     spans = collector.server_spans()
-    assert len(spans) == 30
-    assert sorted(span["attributes"].get("http.target", "") for span in spans) == sorted(
+    assert sorted(span["attributes"]["http.target"] for span in spans) == sorted(
         f"/api/items/{item_id}" for item_id in range(30)
     )
+    log_lines = (tmp_path / "logs" / "service.log").read_text().splitlines()
+    access = [
+        line for line in map(json.loads, log_lines)
+        if line["log.logger"] == "gunicorn.access" and line["url.path"].startswith("/api/")
+    ]  # fmt: skip
+    assert {(line["trace.id"], line["span.id"]) for line in access} == {
+        (span["trace_id"], span["span_id"]) for span in spans
+    }
