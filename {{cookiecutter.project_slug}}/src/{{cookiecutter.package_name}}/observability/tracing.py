@@ -128,6 +128,8 @@ def current_span_ids() -> SpanIds | None:
 
 
 class TracingHooks(ServerHooks):
+    """Tracing's part in gunicorn: each worker, as it ends, flushes its queue."""
+
     def worker_exit(self, server: "Arbiter", worker: "Worker") -> None:
         """Export the spans this worker holds before it exits."""
         app = getattr(worker, "wsgi", None)
