@@ -114,8 +114,10 @@ class Tracing:
         STOP_GRACE_SECONDS loses what is left, counted."""
         give_up = threading.Timer(STOP_GRACE_SECONDS, self.exporter.give_up)
         give_up.start()
-        self.provider.shutdown()
-        give_up.cancel()
+        try:
+            self.provider.shutdown()
+        finally:
+            give_up.cancel()
         self.exporter.count_dropped("not_exported_at_stop", self.processor.waiting)
 
 
