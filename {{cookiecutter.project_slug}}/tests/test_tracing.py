@@ -152,12 +152,12 @@ def test_the_ratio_samples_new_traces_and_callers_decide_for_theirs(collector):
 
 
 def test_a_ratio_keeps_about_that_share_of_new_traces(collector):
-    app = traced_app(collector, otel_traces_sampler_arg=0.25)
+    app = traced_app(collector, otel_traces_sampler_arg=0.5)
     client = app.test_client()
-    for _ in range(400):
+    for _ in range(200):
         client.get("/api/items/1")
     # The ratio applies to random trace ids: 100 expected, 4 standard deviations either side.
-    assert 65 <= len(exported(app, collector)) <= 135
+    assert 72 <= len(exported(app, collector)) <= 128
 
 
 def test_ids_of_unsampled_requests_are_logged_all_the_same(collector, capsys):
@@ -272,7 +272,7 @@ def count_dropped(app: Flask) -> dict[str, int]:
 
 
 def test_dropped_spans_are_counted_in_the_metrics(collector):
-    collector.answer = 503
+    collector.answer = 400  # refused at once: a 5xx would be retried for seconds first
     app = traced_app(collector)
     client = app.test_client()
     for _ in range(4):
