@@ -1,5 +1,6 @@
 import json
 import threading
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -258,6 +259,22 @@ def test_a_full_queue_drops_the_newest_spans_and_counts_them(collector, monkeypa
     exported_spans = exported(app, collector)
     assert dropped["queue_full"] >= 10 - 2 * 3
     assert len(exported_spans) + dropped["queue_full"] == 10
+
+
+def test_a_stalled_collector_holds_a_stopping_worker_for_the_export_timeout_only(
+    collector, monkeypatch
+):
+    monkeypatch.setattr(tracing, "EXPORT_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(tracing, "STOP_GRACE_SECONDS", 0.5)
+    app = traced_app(collector)
+    dropped = count_dropped(app)
+    collector.hold()  # answers nothing until the test ends
+    for _ in range(5):
+        app.test_client().get("/api/items/1")
+    started = time.monotonic()
+    app.extensions["tracing"].stop()
+    assert time.monotonic() - started < 4 * tracing.EXPORT_TIMEOUT_SECONDS
+    assert dropped == {"export_failed": 5}
 
 
 def count_dropped(app: Flask) -> dict[str, int]:

@@ -60,8 +60,12 @@ if TYPE_CHECKING:  # gunicorn's types, for type checkers only
 # The SDK's defaults: at about 1 KB a span, a collector outage holds at most 2 MB per worker.
 MAX_QUEUED_SPANS = 2048
 EXPORT_BATCH_SIZE = 512
-# A worker stopping gives a collector that does not answer this long before it gives up
-# the spans it still holds: well within gunicorn's graceful_timeout (20 s), after which the
+# One export, retries included, gives up after this long. Set here, not by
+# OTEL_EXPORTER_OTLP_TIMEOUT: the specification counts that in milliseconds, this SDK in
+# seconds, and a stalled collector must not hold a stopping worker for hours.
+EXPORT_TIMEOUT_SECONDS = 10.0
+# A worker stopping stops retrying after this long, and an export under way ends within
+# EXPORT_TIMEOUT_SECONDS: well within gunicorn's graceful_timeout (20 s), after which the
 # master kills the worker.
 STOP_GRACE_SECONDS = 5.0
 
@@ -99,7 +103,8 @@ class Tracing:
     """This process's tracer provider and its export queue."""
 
     def __init__(self, app: Flask, settings: Settings, url: str) -> None:
-        self.exporter = CountedExporter(OTLPSpanExporter(endpoint=url), app)
+        otlp = OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_SECONDS)
+        self.exporter = CountedExporter(otlp, app)
         self.processor = BoundedBatchSpanProcessor(self.exporter)
         self.provider = TracerProvider(
             resource=_resource(settings),
