@@ -14,9 +14,13 @@ from typing import Annotated, Literal
 from loguru import logger
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+{%- if cookiecutter.use_sentry or cookiecutter.use_opentelemetry %}
+{% endif %}
 {%- if cookiecutter.use_sentry %}
-
 from .observability.sentry_settings import SentrySettings
+{%- endif %}
+{%- if cookiecutter.use_opentelemetry %}
+from .observability.tracing_settings import TracingSettings
 {%- endif %}
 
 SERVICE_NAME = "{{ cookiecutter.project_slug }}"
@@ -43,7 +47,7 @@ def _installed_version() -> str:
         return "{{ cookiecutter.version }}"
 
 
-class Settings({% if cookiecutter.use_sentry %}SentrySettings, {% endif %}BaseSettings):
+class Settings({% if cookiecutter.use_sentry %}SentrySettings, {% endif %}{% if cookiecutter.use_opentelemetry %}TracingSettings, {% endif %}BaseSettings):
     """The service's settings; a component's own settings come in as a mixin."""
 
     model_config = SettingsConfigDict(

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # loguru's types exist for type checkers only
     from loguru import Record
 
 # Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
-_RESERVED_EXTRA = {"request_id", "trace_id", "_logger", LINE, RELAYED, PACKED}
+_RESERVED_EXTRA = {"request_id", "trace_id", "span_id", "_logger", LINE, RELAYED, PACKED}
 Raised = tuple[type[BaseException], BaseException | None, TracebackType | None]
 
 
@@ -71,6 +71,8 @@ def _json_fields(record: Record, static_fields: dict[str, str]) -> dict[str, obj
         fields["http.request.id"] = extra["request_id"]
     if extra.get("trace_id", "-") != "-":
         fields["trace.id"] = extra["trace_id"]
+    if extra.get("span_id", "-") != "-":
+        fields["span.id"] = extra["span_id"]
     fields.update((key, value) for key, value in extra.items() if key not in _RESERVED_EXTRA)
     if (raised := _raised(record)) is not None:
         fields.update(_error_fields(raised))

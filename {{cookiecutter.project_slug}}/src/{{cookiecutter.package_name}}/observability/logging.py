@@ -28,7 +28,7 @@ from .log_sinks import (
     count_nothing,
     stderr_notices,
 )
-from .request_context import current_request_id, current_trace_id
+from .request_context import current_request_id, current_span_id, current_trace_id
 
 if TYPE_CHECKING:  # annotations only; loguru has these types in its stubs alone
     from loguru import FormatFunction, Record
@@ -42,7 +42,9 @@ def configure_logging(settings: Settings, count_lost_lines: CountLostLines = cou
     with the relay paused: see LogRelay.paused). Lines a sink drops or cannot write are
     reported to `count_lost_lines`."""
     logger.remove()
-    logger.configure(extra={"request_id": "-", "trace_id": "-"}, patcher=_add_request_context)
+    logger.configure(
+        extra={"request_id": "-", "trace_id": "-", "span_id": "-"}, patcher=_add_request_context
+    )
     for destination, render in line_renderers(settings).items():
         line_format = _as_format(render, destination)
         if destination == "console":
@@ -110,4 +112,6 @@ def _add_request_context(record: Record) -> None:
         extra["request_id"] = current_request_id()
     if extra["trace_id"] == "-":
         extra["trace_id"] = current_trace_id()
+    if extra["span_id"] == "-":
+        extra["span_id"] = current_span_id()
     extra.setdefault("_logger", record["name"])
