@@ -32,11 +32,14 @@ Raised = tuple[type[BaseException], BaseException | None, TracebackType | None]
 
 
 def line_renderers(settings: Settings) -> dict[str, Render]:
-    """How a record becomes a line, per destination; files are for collectors: always JSON."""
+    """How a record becomes a line, per destination; files and syslog are for collectors:
+    always JSON."""
     json_line = json_renderer(settings)
     renderers = {"console": json_line if settings.log_format == "json" else text_line}
     if settings.log_file is not None:
         renderers["file"] = json_line
+    if settings.log_syslog_address is not None:
+        renderers["syslog"] = json_line
     return renderers
 
 
