@@ -15,12 +15,12 @@ import requests
 from harness.loopback import LoopbackProcess
 
 
-def require_binary(name: str) -> str:
+def require_binary(name: str, packages: str = "prometheus prometheus-alertmanager") -> str:
     """The binary's path; a missing one skips the test, except in CI where it must be there."""
     path = shutil.which(name)
     if path:
         return path
-    message = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
+    message = f"{name} is not installed (apt-get install {packages})"
     if os.environ.get("CI"):
         pytest.fail(f"{message}: .ci/run installs it in CI")
     pytest.skip(message)
