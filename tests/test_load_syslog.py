@@ -124,3 +124,44 @@ def file_access_ids(service) -> list[str]:
     lines = (service.log_dir / "service.log").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines]
     return [r["http.request.id"] for r in records if r["log.logger"] == "gunicorn.access"]
+
+
+def test_rsyslog_down_slows_no_request_and_what_overflows_is_counted_in_metrics(baked, tmp_path):
+    project = baked("all-defaults")
+    ecs_record = ecs_checker(project)
+    rsyslog = Rsyslog(tmp_path)  # its port is chosen; it starts later
+    service = GunicornService(project, tmp_path, workers=3, LOG_SYSLOG_ADDRESS=rsyslog.address,
+                              LOG_SYSLOG_BUFFER_BYTES="65536").start()  # fmt: skip
+    outcomes = send_all(service.url, mixed_paths(150), concurrency=8)
+    rsyslog.start()
+    last_request(service)
+    wait_for_request(rsyslog, ecs_record, service, FINAL_REQUEST_ID)
+    # Read once the buffer has room again: the access line of this scrape is not dropped.
+    dropped = service.metric("log_lines_dropped_total", sink="syslog", reason="buffer_full")
+    service.stop()
+    rsyslog.stop()
+
+    assert all(outcome.status is not None for outcome in outcomes)
+    assert dropped > 0, "600 requests' lines are more than 64 KB"
+    # Every line the file has and rsyslog has not is a line counted as dropped, but for the
+    # lines a new worker logs before it hands its lines to the master (see log_syslog.py).
+    written = lines_until(service_log_lines(service), FINAL_REQUEST_ID)
+    received = lines_until([message for _, message in rsyslog.lines()], FINAL_REQUEST_ID)
+    missing = Counter(written) - Counter(received)
+    assert not Counter(received) - Counter(written), "rsyslog got only lines of the file"
+    booting = [line for line in missing if '"message": "Booting worker' in line]
+    assert missing.total() - len(booting) == dropped
+    output = service.output.read_text()
+    assert output.count("dropping lines to syslog") == 1
+    assert f"{int(dropped)} lines were dropped" in output
+
+
+def service_log_lines(service) -> list[str]:
+    return (service.log_dir / "service.log").read_text(encoding="utf-8").splitlines()
+
+
+def lines_until(lines: list[str], request_id: str) -> list[str]:
+    """The lines up to the access line of `request_id`, which comes after its other lines."""
+    marker = f'"http.request.id": "{request_id}", "http.request.method"'
+    [end] = [number for number, line in enumerate(lines) if marker in line]
+    return lines[: end + 1]

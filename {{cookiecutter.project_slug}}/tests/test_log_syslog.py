@@ -17,8 +17,14 @@ from datetime import datetime
 import pytest
 from loguru import logger
 
-from {{ cookiecutter.package_name }}.observability.logging import configure_logging
-from {{ cookiecutter.package_name }}.settings import SERVICE_NAME, SettingsError, load_settings
+from {{ cookiecutter.package_name }}.observability.logging import (
+    configure_logging,
+)
+from {{ cookiecutter.package_name }}.settings import (
+    SERVICE_NAME,
+    SettingsError,
+    load_settings,
+)
 
 from .conftest import PROJECT_DIR, free_port, get, make_settings
 from .ecs import ecs_record
@@ -144,7 +150,7 @@ def test_each_line_is_an_octet_counted_rfc_5424_message_with_the_json_as_msg(rec
         assert m["time"].endswith(b"Z")
         assert datetime.fromisoformat(m["time"].decode()).tzinfo is not None
         assert m["host"].decode() == socket.gethostname()
-        assert m["app"].decode() == SERVICE_NAME
+        assert m["app"].decode() == SERVICE_NAME[:48]  # the longest APP-NAME RFC 5424 allows
         assert m["procid"] == str(os.getpid()).encode()
         assert (m["msgid"], m["sd"]) == (b"-", b"-")
 
@@ -248,6 +254,32 @@ def test_a_restarted_receiver_gets_the_lines_logged_after_it_closed_the_connecti
     assert receiver.wait_for(20)
     messages = [parse(m)["record"]["message"] for m in receiver.messages]
     assert messages == [f"before {n}" for n in range(10)] + [f"after {n}" for n in range(10)]
+
+
+def test_reconfiguring_as_on_hup_loses_no_line_and_sends_none_twice(receiver):
+    settings = make_settings(log_syslog_address=receiver.address)
+    configure_logging(settings)
+    for number in range(300):
+        logger.info("first {}", number)
+    configure_logging(settings)  # a new sender; the old one sends what it still holds
+    logger.info("second")
+    assert receiver.wait_for(301)
+    messages = [parse(m)["record"]["message"] for m in receiver.messages]
+    assert messages == [f"first {n}" for n in range(300)] + ["second"]
+
+
+def test_stopping_while_the_receiver_is_unreachable_counts_what_it_held(capsys):
+    port = free_port()
+    counted = []
+    configure_logging(
+        make_settings(log_syslog_address=f"127.0.0.1:{port}"),
+        count_lost_lines=lambda *loss: counted.append(loss),
+    )
+    for number in range(5):
+        logger.info("held {}", number)
+    wait_for_stderr(capsys, f"cannot reach syslog at 127.0.0.1:{port}")
+    logger.remove()  # without waiting for a receiver that is not there
+    assert counted == [("syslog", "stopped", 5)]
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,8 @@ def test_json_lines_are_flat_with_stable_field_names(capsys):
     assert record["service.environment"] == "development"
     assert record["order_id"] == 42
     assert {"@timestamp", "log.logger", "process.pid"} <= record.keys()
-    assert record["event.dataset"] == "{{ cookiecutter.project_slug }}"  # ecs-logging's default
+    # ecs-logging's default dataset: the service name
+    assert record["event.dataset"] == record["service.name"]
     assert list(record)[:4] == ["@timestamp", "log.level", "message", "ecs.version"]
 
 

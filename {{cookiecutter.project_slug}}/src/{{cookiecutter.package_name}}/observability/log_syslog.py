@@ -3,7 +3,8 @@
 Each line is an RFC 5424 message whose MSG is the line's JSON, framed by octet counting
 (RFC 6587 section 3.4.1: the message's length in bytes, a space, the message), so that a
 newline inside a line cannot split it; with LOG_SYSLOG_TLS the connection is TLS (RFC 5425).
-rsyslog, syslog-ng, Splunk and Loggly take it as it is.
+rsyslog and syslog-ng take it as it is; a hosted service that wants a token in each
+message's structured data (Loggly) takes it through a local rsyslog that adds one.
 
 Under gunicorn the master writes it, with the other sinks (see log_relay.py), and the
 network is never in a caller's way: `write` only puts the message in a buffer of
@@ -26,8 +27,10 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from datetime import UTC
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,12 +44,15 @@ FACILITY_USER = 1
 # Syslog severities by the lowest loguru level number they take (CRITICAL is 50).
 SEVERITIES = [(50, 2), (40, 3), (30, 4), (25, 5), (20, 6), (0, 7)]
 NILVALUE = "-"
+NEWLINE = "\n"  # ends a rendered line; the framing makes it needless
 CONNECT_TIMEOUT_SECONDS = 5.0
 SEND_TIMEOUT_SECONDS = 10.0
 FIRST_RETRY_SECONDS = 0.1
 LAST_RETRY_SECONDS = 5.0
-# How long stop() waits for a connected receiver to take what is buffered (on HUP, at exit).
+# How long stop() (on HUP, at exit) waits for a connected receiver to take what is buffered,
+# at most, and while it takes nothing: the workers' lines wait meanwhile.
 STOP_WAIT_SECONDS = 2.0
+STUCK_AFTER_SECONDS = 0.5
 
 
 def syslog_frame(line: str, record: Record, hostname: str) -> bytes:
@@ -64,7 +70,7 @@ def syslog_frame(line: str, record: Record, hostname: str) -> bytes:
             NILVALUE,  # STRUCTURED-DATA: the JSON carries every field
         ]
     )
-    message = f"{header} {line.rstrip(chr(10))}".encode()
+    message = f"{header} {line.removesuffix(NEWLINE)}".encode()
     return b"%d %b" % (len(message), message)
 
 
@@ -106,6 +112,7 @@ class SyslogSender:
         self._pending: deque[bytes] = deque()
         self._pending_size = 0
         self._unsent = 0  # pending, plus the batch being sent
+        self._sent = 0
         self._dropped = 0  # in the current episode of a full buffer
         self._unreachable = False
         self._stopping = False
@@ -128,22 +135,28 @@ class SyslogSender:
             self._changed.notify_all()
 
     def stop(self) -> None:
-        """Send what is buffered while the receiver is connected and takes it; what is left
-        after STOP_WAIT_SECONDS, or at once when it is unreachable, is counted as lost."""
+        """Send what is buffered while the receiver takes it, for STOP_WAIT_SECONDS at most;
+        what is left then, or at once when the receiver is unreachable, is counted as lost.
+        A batch being sent goes on in the thread, which ends after it."""
         if os.getpid() != self._pid:
             return  # the master's thread and buffer are the master's to finish
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
-            if not self._unreachable:
-                self._changed.wait_for(lambda: not self._unsent, STOP_WAIT_SECONDS)
+            deadline = time.monotonic() + STOP_WAIT_SECONDS
+            while self._unsent and not self._unreachable and time.monotonic() < deadline:
+                moved = partial(self._moved_since, self._sent)
+                if not self._changed.wait_for(moved, STUCK_AFTER_SECONDS):
+                    break  # the receiver takes nothing
             if self._pending:
                 self._drop(len(self._pending), "stopped", "the sink stopped before sending them")
                 self._unsent -= len(self._pending)
                 self._pending.clear()
-        self._thread.join(timeout=STOP_WAIT_SECONDS)
         if self._notices is not None:
             self._notices.stop()
+
+    def _moved_since(self, sent: int) -> bool:
+        return self._sent != sent or not self._unsent
 
     def _send_forever(self) -> None:
         wait = FIRST_RETRY_SECONDS
@@ -207,6 +220,7 @@ class SyslogSender:
                     self._notify(f"sending to syslog again, {self._dropped} lines were dropped")
                     self._dropped = 0
                 self._unsent -= lines
+                self._sent += lines
                 self._changed.notify_all()
             if error is not None:
                 return
