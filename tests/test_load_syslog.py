@@ -134,6 +134,12 @@ def test_rsyslog_down_slows_no_request_and_what_overflows_is_counted_in_metrics(
                               LOG_SYSLOG_BUFFER_BYTES="65536").start()  # fmt: skip
     outcomes = send_all(service.url, mixed_paths(150), concurrency=8)
     rsyslog.start()
+    # Until the sender has reconnected and emptied its buffer: lines logged before then
+    # would find it full still.
+    deadline = time.monotonic() + 60
+    while "sending to syslog again" not in service.output.read_text():
+        assert time.monotonic() < deadline, "the sender did not reconnect"
+        time.sleep(0.05)
     last_request(service)
     wait_for_request(rsyslog, ecs_record, service, FINAL_REQUEST_ID)
     # Read once the buffer has room again: the access line of this scrape is not dropped.
