@@ -113,7 +113,7 @@ class SyslogSender:
         self._pending_size = 0
         self._unsent = 0  # pending, plus the batch being sent
         self._sent = 0
-        self._dropped = 0  # in the current episode of a full buffer
+        self._dropped = 0  # since lines started being lost, until sending works again
         self._unreachable = False
         self._stopping = False
         self._pid = os.getpid()
