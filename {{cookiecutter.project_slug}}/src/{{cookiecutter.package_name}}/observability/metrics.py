@@ -13,7 +13,8 @@ Besides prometheus-flask-exporter's request metrics, the service exports:
 - `process_worker_cpu_seconds` and `process_worker_resident_memory_bytes`, one series
   per live worker (label `pid`): multiprocess mode has no `process_*` metrics of its own;
 - `log_lines_dropped_total`: log lines the gunicorn master dropped (`sink="console"`, a stuck
-  reader) or could not write (`sink="file"`, a full disk), by `reason`.
+  reader; `sink="syslog"`, a receiver away for longer than its buffer lasts) or could not
+  write (`sink="file"`, a full disk), by `reason`.
 {%- if cookiecutter.use_opentelemetry %}
 - `tracing_spans_dropped_total`: spans that never reached the collector, by `reason`.
 {%- endif %}
@@ -242,6 +243,6 @@ def _lost_log_lines() -> Counter:
     # Made at the first loss, after the master emptied the metrics directory.
     return Counter(
         "log_lines_dropped",
-        "Log lines dropped or not written, by sink (console, file) and reason",
+        "Log lines dropped or not written, by sink (console, file, syslog) and reason",
         ["sink", "reason"],
     )
