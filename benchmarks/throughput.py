@@ -1,6 +1,8 @@
 """Throughput and latency of each variant under gunicorn, loaded by wrk on one endpoint."""
 
 import shutil
+import socketserver
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ class Variant:
     plain_app: str | None = None
     sentry: bool = False
     otlp: bool = False  # exports to the local OTLP receiver
+    syslog: bool = False  # ships its log lines to the local syslog receiver
     env: tuple = ()  # extra settings, as (name, value) pairs
 
 
@@ -99,6 +102,13 @@ VARIANTS = [
     # A run starts with an empty file and writes about 30 MB: the default 50 MB never rotates
     # in it. At 10 MB every run rotates (and compresses) a few times, as production does daily.
     Variant(
+        "full-syslog",
+        "full, every log line also shipped over TCP syslog to a local receiver",
+        answers={},
+        sentry=True,
+        syslog=True,
+    ),
+    Variant(
         "full-rotating",
         "full, rotating its log file every 10 MB",
         answers={},
@@ -125,12 +135,38 @@ class Projects:
         return self._paths[variant.name]
 
 
+class SyslogReceiver(socketserver.ThreadingTCPServer):
+    """A syslog collector on loopback that reads and discards: it costs the service nothing,
+    and this process's CPU, which the figures leave out."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Discard)
+        self.address = f"127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Discard(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while self.request.recv(65536):
+            pass
+
+
 def serve(
     variant: Variant, python: Path, projects: Projects, workdir: Path, workers: int,
-    sentry_dsn: str, otlp_endpoint: str = "",
+    sentry_dsn: str, otlp_endpoint: str = "", syslog_address: str = "",
 ) -> Gunicorn:  # fmt: skip
     """The variant started under gunicorn with `workers` sync workers; the same endpoint
-    answers for all. `otlp_endpoint`: the receiver of the variants that export spans."""
+    answers for all. `otlp_endpoint`, `syslog_address`: the receivers of the variants that
+    export spans, ship log lines."""
     output = workdir / f"{variant.name}.out"
     exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint} if variant.otlp else {}
     if variant.plain_app:
@@ -147,6 +183,7 @@ def serve(
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"{variant.name}-metrics"),
         **({"SENTRY_DSN": sentry_dsn} if variant.sentry else {}),
         **exporting,
+        **({"LOG_SYSLOG_ADDRESS": syslog_address} if variant.syslog else {}),
         **dict(variant.env),
     }
     server = BakedService(python, project, output, workers, ready_path=ENDPOINT, **settings)
@@ -190,13 +227,13 @@ def run_throughput(python: Path, projects: Projects, workdir: Path, options) -> 
     """Every variant, round after round; even rounds go backwards, so drift hits all alike."""
     variants = [VARIANTS_BY_NAME[name] for name in options.variants]
     rounds = {variant.name: [] for variant in variants}
-    with EnvelopeServer() as sentry, OtlpServer() as collector:
+    with EnvelopeServer() as sentry, OtlpServer() as collector, SyslogReceiver() as syslog:
         for round_number in range(options.rounds):
             order = variants if round_number % 2 == 0 else variants[::-1]
             for variant in order:
                 with serve(
                     variant, python, projects, workdir, options.workers, sentry.dsn,
-                    collector.endpoint,
+                    collector.endpoint, syslog.address,
                 ) as server:  # fmt: skip
                     rounds[variant.name].append(measure(server, options))
                 _print_progress(variant, rounds[variant.name][-1])
