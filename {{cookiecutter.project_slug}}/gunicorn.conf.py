@@ -23,6 +23,16 @@ from {{ cookiecutter.package_name }}.observability.metrics_directory import (
     MetricsDirectory,
 )
 {%- endif %}
+{%- if cookiecutter.use_security_monitoring %}
+from {{ cookiecutter.package_name }}.observability.security import (
+    SecurityThresholds,
+)
+{%- endif %}
+{%- if cookiecutter.use_security_monitoring and cookiecutter.use_prometheus %}
+from {{ cookiecutter.package_name }}.observability.security_metrics import (
+    count_security_alert,
+)
+{%- endif %}
 from {{ cookiecutter.package_name }}.observability.server_hooks import (
     EachComponent,
 )
@@ -39,6 +49,11 @@ if TYPE_CHECKING:
 components = EachComponent(
 {%- if cookiecutter.use_prometheus %}
     MetricsDirectory(),  # made before anything imports prometheus_client
+{%- endif %}
+{%- if cookiecutter.use_security_monitoring %}
+    SecurityThresholds({% if cookiecutter.use_prometheus %}count_alert=count_security_alert{% endif %}),
+{%- endif %}
+{%- if cookiecutter.use_prometheus or cookiecutter.use_security_monitoring %}
 {% endif -%}
 )
 # The sinks live in the master; workers send it their lines (see log_relay.py). On HUP the

@@ -10,6 +10,12 @@ from .observability.logging import configure_logging
 from .observability.metrics import init_metrics
 {%- endif %}
 from .observability.request_context import init_request_context
+{%- if cookiecutter.use_security_monitoring %}
+from .observability.security import init_security_monitoring
+{%- endif %}
+{%- if cookiecutter.use_security_monitoring and cookiecutter.use_prometheus %}
+from .observability.security_metrics import init_security_metrics
+{%- endif %}
 from .observability.timeouts import init_request_timeouts
 from .settings import SERVER_SETTINGS, Settings, current_settings, exit_on_bad_settings
 from .views import views
@@ -31,6 +37,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_health(app, drain_file=settings.drain_file)
 {%- if cookiecutter.use_prometheus %}
     init_metrics(app)
+{%- endif %}
+{%- if cookiecutter.use_security_monitoring %}
+    init_security_monitoring(app, settings)
+{%- endif %}
+{%- if cookiecutter.use_security_monitoring and cookiecutter.use_prometheus %}
+    init_security_metrics(app)
 {%- endif %}
 
     app.register_blueprint(views)
