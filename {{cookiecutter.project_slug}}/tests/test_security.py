@@ -128,7 +128,7 @@ def test_control_characters_in_a_header_are_an_alert_naming_the_header(client, c
     assert event["event.action"] == "malicious_extraneous"
     assert event["event.kind"] == "alert"
     assert event["http.request.header_names"] == ["User-Agent", "X-Note"]
-    assert "\x1b" not in event["message"]
+    assert "curl" not in event["message"], "no value the client chose"
 
 
 def test_a_tab_in_a_header_is_allowed(client, capsys):

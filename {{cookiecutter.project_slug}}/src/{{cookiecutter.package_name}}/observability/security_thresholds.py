@@ -171,8 +171,8 @@ class ObservationListener:
 
     def _listen(self) -> None:
         while datagram := self._socket.recv(MAX_DATAGRAM):
-            kind, _, client = datagram.decode("utf-8", "replace").partition(" ")
             try:
+                kind, _, client = datagram.decode("utf-8", "replace").partition(" ")
                 self._detector.observe(kind, client)
             except Exception:  # one bad observation must not end the detection
                 logger.exception("security thresholds: an observation failed")
@@ -180,8 +180,9 @@ class ObservationListener:
     def stop(self) -> None:
         if self._socket.fileno() == -1:
             return  # already stopped
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as closer:
-            closer.sendto(b"", self.address)  # an empty datagram ends the loop
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():  # else nothing reads: a full queue would block the send
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as closer:
+                closer.sendto(b"", self.address)  # an empty datagram ends the loop
+            self._thread.join(timeout=10)
         self._socket.close()
         shutil.rmtree(self._folder, ignore_errors=True)
