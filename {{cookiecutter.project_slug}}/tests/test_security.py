@@ -13,7 +13,10 @@ from {{ cookiecutter.package_name }}.observability.security import (
     VOCABULARY,
     security_event,
 )
-from {{ cookiecutter.package_name }}.settings import SettingsError, load_settings
+from {{ cookiecutter.package_name }}.settings import (
+    SettingsError,
+    load_settings,
+)
 
 from .conftest import capture_log_records, make_settings
 

@@ -3,7 +3,10 @@
 import random
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.observability.security import VOCABULARY, security_event
+from {{ cookiecutter.package_name }}.observability.security import (
+    VOCABULARY,
+    security_event,
+)
 
 from .conftest import get, make_settings
 from .test_metrics import sample, scrape, scrape_server

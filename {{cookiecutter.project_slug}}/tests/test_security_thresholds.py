@@ -12,17 +12,13 @@ import pytest
 from flask import Flask, abort
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.observability.security_thresholds import (
-    ClientCounts,
-    ObservationListener,
-    Threshold,
-    ThresholdDetector,
-    client_key,
+from {{ cookiecutter.package_name }}.observability import (
+    security_thresholds as thresholds,
 )
 
 from .conftest import get
 
-SCAN = Threshold("malicious_excess_404", "404 answers", limit=5, window_seconds=60)
+SCAN = thresholds.Threshold("malicious_excess_404", "404 answers", limit=5, window_seconds=60)
 # The service with 404 answers slow enough that concurrent requests keep every worker busy:
 # gunicorn would otherwise let one idle worker take a quick scan whole.
 SLOW_404_APP = "tests.test_security_thresholds:create_app_with_slow_404s()"
@@ -49,9 +45,9 @@ def wait_until(condition, what: str, timeout: float = 20.0):
     return result
 
 
-def counts_at(times: list[float], threshold: Threshold = SCAN) -> list[int | None]:
+def counts_at(times: list[float]) -> list[int | None]:
     """What one client's events at these times report: the count at each crossing."""
-    counts = ClientCounts(threshold, tracked_clients=100)
+    counts = thresholds.ClientCounts(SCAN, tracked_clients=100)
     crossings = [counts.add("192.0.2.1", now) for now in times]
     return [crossing.count if crossing else None for crossing in crossings]
 
@@ -82,7 +78,7 @@ def test_straddling_the_edge_of_two_windows_is_counted_whole():
 
 
 def test_clients_are_counted_apart():
-    counts = ClientCounts(SCAN, tracked_clients=100)
+    counts = thresholds.ClientCounts(SCAN, tracked_clients=100)
     for now in range(4):
         assert counts.add("192.0.2.1", now) is None
         assert counts.add("192.0.2.2", now) is None
@@ -102,12 +98,12 @@ def test_clients_are_counted_apart():
     ],
 )
 def test_a_client_is_an_ipv4_address_or_an_ipv6_network(address, key):
-    assert client_key(address) == key
+    assert thresholds.client_key(address) == key
 
 
 def test_hopping_addresses_inside_one_ipv6_network_does_not_hide_a_client():
     crossings = []
-    detector = ThresholdDetector({"http_404": SCAN}, 100, crossings.append)
+    detector = thresholds.ThresholdDetector({"http_404": SCAN}, 100, crossings.append)
     for host in range(1, 6):
         detector.observe("http_404", f"2001:db8:1:2::{host:x}")
     [crossing] = crossings
@@ -116,7 +112,7 @@ def test_hopping_addresses_inside_one_ipv6_network_does_not_hide_a_client():
 
 def test_memory_stays_bounded_under_a_flood_of_distinct_addresses():
     tracked = 10_000
-    counts = ClientCounts(SCAN, tracked_clients=tracked)
+    counts = thresholds.ClientCounts(SCAN, tracked_clients=tracked)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for n in range(100_000):
@@ -129,7 +125,7 @@ def test_memory_stays_bounded_under_a_flood_of_distinct_addresses():
 
 
 def test_the_most_recent_client_is_kept_when_the_oldest_are_forgotten():
-    counts = ClientCounts(SCAN, tracked_clients=100)
+    counts = thresholds.ClientCounts(SCAN, tracked_clients=100)
     for now in range(4):
         counts.add("192.0.2.1", now)
         for other in range(99):  # the attacker stays among the 100 most recently seen
@@ -140,8 +136,8 @@ def test_the_most_recent_client_is_kept_when_the_oldest_are_forgotten():
 @pytest.fixture
 def listener():
     crossings = []
-    detector = ThresholdDetector({"http_404": SCAN}, 100, crossings.append)
-    listener = ObservationListener(detector)
+    detector = thresholds.ThresholdDetector({"http_404": SCAN}, 100, crossings.append)
+    listener = thresholds.ObservationListener(detector)
     yield listener, crossings
     listener.stop()
 
