@@ -109,6 +109,17 @@ class Observations(Protocol):
     def observe(self, kind: str, client: str) -> None: ...
 
 
+class ObservationsAddress:
+    """Where the workers send their observations: set in the gunicorn master, inherited by
+    the workers it forks."""
+
+    def __init__(self) -> None:
+        self.address: str | None = None
+
+
+OBSERVATIONS_ADDRESS = ObservationsAddress()
+
+
 def init_security_monitoring(app: Flask, settings: Settings) -> None:
     if settings.trusted_proxy_hops:
         # ProxyFix's default trusts one hop of X-Forwarded-Proto too: only the client is wanted.
@@ -121,20 +132,22 @@ def init_security_monitoring(app: Flask, settings: Settings) -> None:
 
 def security_event(action: str, *, user: str | None = None, reason: str = "") -> None:
     """Record a security event of the request being handled: logged, counted and, for a
-    failed login, counted against the client's threshold. The answer then records none."""
+    failed login, counted against the client's threshold. The automatic event of the answer
+    (a 401 after a failed login, say) is then left out, so that the request counts once."""
     _record(action, reason, user)
     g.security_event_by_view = True
 
 
 def client_address() -> str:
-    """The client, as far as the trusted proxies tell (ProxyFix has set remote_addr)."""
+    """The client of the request being handled, as far as the trusted proxies tell (ProxyFix
+    has set remote_addr): for code of yours that needs the client the events name."""
     try:
         return str(ipaddress.ip_address(request.remote_addr or ""))
     except ValueError:  # a proxy wrote something else than an address
         return UNKNOWN_CLIENT
 
 
-def thresholds(settings: Settings) -> dict[str, Threshold]:
+def _thresholds(settings: Settings) -> dict[str, Threshold]:
     return {
         NOT_FOUND: Threshold(
             "malicious_excess_404",
@@ -151,10 +164,9 @@ def thresholds(settings: Settings) -> dict[str, Threshold]:
     }
 
 
-def log_security_event(action: str, reason: str, **fields: object) -> None:
+def _log(action: str, reason: str, client: str, **fields: object) -> None:
     """One log record with the event's ECS fields; `fields` add to them."""
     categorisation = VOCABULARY[action]
-    client = fields.get("client.ip", UNKNOWN_CLIENT)
     logger.bind(
         **{
             "event.kind": categorisation.kind,
@@ -163,18 +175,16 @@ def log_security_event(action: str, reason: str, **fields: object) -> None:
             "event.outcome": categorisation.outcome,
             "event.action": action,
             "event.reason": reason,
+            "client.ip": client,
             **fields,
         }
     ).warning("security {} {} from {}: {}", categorisation.kind, action, client, reason)
 
 
-def log_crossing(crossing: Crossing) -> None:
+def _log_crossing(crossing: Crossing) -> None:
     threshold = crossing.threshold
-    log_security_event(
-        threshold.alert,
-        f"{crossing.count} {threshold.counted} within {threshold.window_seconds:g} s",
-        **{"client.ip": crossing.client},
-    )
+    reason = f"{crossing.count} {threshold.counted} within {threshold.window_seconds:g} s"
+    _log(threshold.alert, reason, crossing.client)
 
 
 def _record(
@@ -183,16 +193,12 @@ def _record(
     if action not in VOCABULARY:
         raise ValueError(f"{action!r} is not in the security vocabulary (security.VOCABULARY)")
     client = client_address()
-    fields: dict[str, object] = {
-        "client.ip": client,
-        "http.request.method": request.method,
-        "url.path": request.path,
-    }
+    fields: dict[str, object] = {"http.request.method": request.method, "url.path": request.path}
     if user is not None:
         fields["user.name"] = user[:MAX_USER_NAME]
     if header_names:
         fields["http.request.header_names"] = header_names
-    log_security_event(action, reason, **fields)
+    _log(action, reason, client, **fields)
     security_event_recorded.send(current_app._get_current_object(), action=action)  # type: ignore[attr-defined]
     if action == LOGIN_FAIL:
         current_app.extensions["security"].observe(LOGIN_FAIL, client)
@@ -229,21 +235,10 @@ def _observations(app: Flask, settings: Settings) -> Observations:
         return ObservationSender(OBSERVATIONS_ADDRESS.address)
 
     def alert(crossing: Crossing) -> None:
-        log_crossing(crossing)
+        _log_crossing(crossing)
         security_event_recorded.send(app, action=crossing.threshold.alert)
 
-    return ThresholdDetector(thresholds(settings), settings.security_tracked_clients, alert)
-
-
-class ObservationsAddress:
-    """Where the workers send their observations: set in the gunicorn master, inherited by
-    the workers it forks."""
-
-    def __init__(self) -> None:
-        self.address: str | None = None
-
-
-OBSERVATIONS_ADDRESS = ObservationsAddress()
+    return ThresholdDetector(_thresholds(settings), settings.security_tracked_clients, alert)
 
 
 class SecurityThresholds(ServerHooks):
@@ -256,10 +251,10 @@ class SecurityThresholds(ServerHooks):
     def on_starting(self, server: "Arbiter") -> None:
         settings = current_settings()
         detector = ThresholdDetector(
-            thresholds(settings), settings.security_tracked_clients, self._alert
+            _thresholds(settings), settings.security_tracked_clients, self._alert
         )
         OBSERVATIONS_ADDRESS.address = ObservationListener(detector).address
 
     def _alert(self, crossing: Crossing) -> None:
-        log_crossing(crossing)
+        _log_crossing(crossing)
         self._count_alert(crossing.threshold.alert)
