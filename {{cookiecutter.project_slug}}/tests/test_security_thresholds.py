@@ -2,6 +2,8 @@
 addresses cannot grow, by a detector that nothing a client sends can stop."""
 
 import json
+import os
+import signal
 import socket
 import time
 import tracemalloc
@@ -204,3 +206,28 @@ def test_a_scan_spread_over_three_workers_is_detected_as_on_one(gunicorn, tmp_pa
     served = wait_until(lambda: len(scanners_requests()) == limit and scanners_requests(), "access")
     served_by = {record["process.pid"] for record in served}
     assert len(served_by) == 3, "the scan reached every worker, each below the limit"
+
+
+def workers_of(master: int) -> set[int]:
+    return {int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_the_workers_of_a_reload_report_to_the_same_detector(gunicorn, tmp_path):
+    """A HUP replaces the workers; the master's counts go on, over old and new workers."""
+    server = gunicorn(workers=2, SECURITY_404_LIMIT="4")
+    master = server.process.pid
+    old_workers = wait_until(lambda: len(workers_of(master)) == 2 and workers_of(master), "workers")
+    for attempt in range(2):
+        assert get(f"{server.url}/missing/{attempt}")[0] == 404
+    os.kill(master, signal.SIGHUP)
+    wait_until(lambda: len(workers_of(master) - old_workers) == 2, "two new workers")
+    for attempt in range(2, 4):
+        assert get(f"{server.url}/missing/{attempt}")[0] == 404
+
+    def alerts() -> list[dict]:
+        records = log_records(tmp_path / "logs" / "service.log")
+        return [record for record in records if record.get("event.kind") == "alert"]
+
+    [alert] = wait_until(alerts, "malicious_excess_404")
+    assert alert["event.reason"] == "4 404 answers within 60 s"
