@@ -33,6 +33,7 @@ SUPPORTED = {
     "no-metrics": {"use_prometheus": "no", "use_grafana": "no"},
     "no-dashboard": {"use_grafana": "no"},
     "no-tracing": {"use_opentelemetry": "no"},
+    "no-security": {"use_security_monitoring": "no"},
     "no-docker": {"use_docker": "no"},
     "no-github-actions": {"use_github_actions": "no"},
     "text-logs": {"log_format": "text"},

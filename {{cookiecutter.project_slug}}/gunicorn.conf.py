@@ -23,6 +23,16 @@ from {{ cookiecutter.package_name }}.observability.metrics_directory import (
     MetricsDirectory,
 )
 {%- endif %}
+{%- if cookiecutter.use_security_monitoring %}
+from {{ cookiecutter.package_name }}.observability.security import (
+    SecurityThresholds,
+)
+{%- endif %}
+{%- if cookiecutter.use_security_monitoring and cookiecutter.use_prometheus %}
+from {{ cookiecutter.package_name }}.observability.security_metrics import (
+    count_security_alert,
+)
+{%- endif %}
 from {{ cookiecutter.package_name }}.observability.server_hooks import (
     EachComponent,
 )
@@ -51,7 +61,10 @@ components = EachComponent(
 {%- if cookiecutter.use_opentelemetry %}
     TracingHooks(),  # each worker exports its spans before it exits
 {%- endif %}
-{%- if cookiecutter.use_prometheus or cookiecutter.use_opentelemetry %}
+{%- if cookiecutter.use_security_monitoring %}
+    SecurityThresholds({% if cookiecutter.use_prometheus %}count_alert=count_security_alert{% endif %}),
+{%- endif %}
+{%- if cookiecutter.use_prometheus or cookiecutter.use_opentelemetry or cookiecutter.use_security_monitoring %}
 {% endif -%}
 )
 # The sinks live in the master; workers send it their lines (see log_relay.py). On HUP the

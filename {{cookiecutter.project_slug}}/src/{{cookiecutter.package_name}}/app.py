@@ -11,6 +11,12 @@ from .observability.metrics import init_metrics
 {%- endif %}
 from .observability.request_context import init_request_context
 from .observability.shutdown import init_shutdown_drain
+{%- if cookiecutter.use_security_monitoring %}
+from .observability.security import init_security_monitoring
+{%- endif %}
+{%- if cookiecutter.use_security_monitoring and cookiecutter.use_prometheus %}
+from .observability.security_metrics import init_security_metrics
+{%- endif %}
 from .observability.timeouts import init_request_timeouts
 {%- if cookiecutter.use_opentelemetry %}
 from .observability.tracing import init_tracing
@@ -39,6 +45,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_shutdown_drain(app, settings.shutdown_drain_seconds)
 {%- if cookiecutter.use_prometheus %}
     init_metrics(app)
+{%- endif %}
+{%- if cookiecutter.use_security_monitoring %}
+    init_security_monitoring(app, settings)
+{%- endif %}
+{%- if cookiecutter.use_security_monitoring and cookiecutter.use_prometheus %}
+    init_security_metrics(app)
 {%- endif %}
 
     app.register_blueprint(views)

@@ -14,8 +14,11 @@ from typing import Annotated, Literal
 from loguru import logger
 from pydantic import Field, FilePath, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-{%- if cookiecutter.use_sentry or cookiecutter.use_opentelemetry %}
+{%- if cookiecutter.use_security_monitoring or cookiecutter.use_sentry or cookiecutter.use_opentelemetry %}
 {% endif %}
+{%- if cookiecutter.use_security_monitoring %}
+from .observability.security_settings import SecuritySettings
+{%- endif %}
 {%- if cookiecutter.use_sentry %}
 from .observability.sentry_settings import SentrySettings
 {%- endif %}
@@ -56,7 +59,7 @@ def _installed_version() -> str:
         return "{{ cookiecutter.version }}"
 
 
-class Settings({% if cookiecutter.use_sentry %}SentrySettings, {% endif %}{% if cookiecutter.use_opentelemetry %}TracingSettings, {% endif %}BaseSettings):
+class Settings({% if cookiecutter.use_security_monitoring %}SecuritySettings, {% endif %}{% if cookiecutter.use_sentry %}SentrySettings, {% endif %}{% if cookiecutter.use_opentelemetry %}TracingSettings, {% endif %}BaseSettings):
     """The service's settings; a component's own settings come in as a mixin."""
 
     model_config = SettingsConfigDict(
