@@ -10,13 +10,13 @@ from .observability.logging import configure_logging
 from .observability.metrics import init_metrics
 {%- endif %}
 from .observability.request_context import init_request_context
-from .observability.shutdown import init_shutdown_drain
 {%- if cookiecutter.use_security_monitoring %}
 from .observability.security import init_security_monitoring
 {%- endif %}
 {%- if cookiecutter.use_security_monitoring and cookiecutter.use_prometheus %}
 from .observability.security_metrics import init_security_metrics
 {%- endif %}
+from .observability.shutdown import init_shutdown_drain
 from .observability.timeouts import init_request_timeouts
 {%- if cookiecutter.use_opentelemetry %}
 from .observability.tracing import init_tracing
