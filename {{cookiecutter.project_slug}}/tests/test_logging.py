@@ -106,12 +106,12 @@ def test_log_level_filters(capsys):
     assert messages == ["loud"]
 
 
-def test_text_format_cannot_be_forged_with_newlines(capsys):
+def test_text_format_cannot_be_forged_with_newlines_or_escape_sequences(capsys):
     configure_logging(make_settings(log_format="text"))
-    logger.info("agent: curl\nFORGED | ERROR | admin logged in")
+    logger.info("agent: curl\r\nFORGED | ERROR | admin logged in \x1b[2J\x00\x7f\tend")
     output = capsys.readouterr().out
     assert len(output.strip().splitlines()) == 1
-    assert "curl\\nFORGED" in output
+    assert "curl\\r\\nFORGED | ERROR | admin logged in \\x1b[2J\\x00\\x7f\tend" in output
 
 
 def log_rotating_lines(log_file, compression: str, lines: int) -> None:

@@ -28,6 +28,10 @@ if TYPE_CHECKING:  # loguru's types exist for type checkers only
 ECS_VERSION = "8.11.0"
 # Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
 _RESERVED_EXTRA = {"request_id", "trace_id", "span_id", "_logger", LINE, RELAYED, PACKED}
+# Every C0 control character but tab, and DEL, written as Python writes them in a string.
+_ESCAPED_CONTROLS = {
+    code: repr(chr(code))[1:-1] for code in (*range(0x20), 0x7F) if code != ord("\t")
+}
 Raised = tuple[type[BaseException], BaseException | None, TracebackType | None]
 
 
@@ -44,8 +48,9 @@ def line_renderers(settings: Settings) -> dict[str, Render]:
 
 
 def text_line(record: Record) -> str:
-    """One line for people; newlines in a message (a header, say) cannot forge another line."""
-    message = record["message"].replace("\r", "\\r").replace("\n", "\\n")
+    """One line for people. Control characters in a message (a header, a path) are escaped:
+    a newline cannot forge another line, nor an escape sequence rewrite a terminal."""
+    message = record["message"].translate(_ESCAPED_CONTROLS)
     extra = record["extra"]
     line = (
         f"{record['time']:%Y-%m-%d %H:%M:%S}.{record['time'].microsecond // 1000:03d} | "
