@@ -21,6 +21,9 @@ from .observability.timeouts import init_request_timeouts
 {%- if cookiecutter.use_opentelemetry %}
 from .observability.tracing import init_tracing
 {%- endif %}
+{%- if cookiecutter.use_opentelemetry and cookiecutter.use_prometheus %}
+from .observability.tracing_metrics import init_tracing_metrics
+{%- endif %}
 from .settings import SERVER_SETTINGS, Settings, current_settings, exit_on_bad_settings
 from .views import views
 
@@ -51,6 +54,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 {%- endif %}
 {%- if cookiecutter.use_security_monitoring and cookiecutter.use_prometheus %}
     init_security_metrics(app)
+{%- endif %}
+{%- if cookiecutter.use_opentelemetry and cookiecutter.use_prometheus %}
+    init_tracing_metrics(app)
 {%- endif %}
 
     app.register_blueprint(views)

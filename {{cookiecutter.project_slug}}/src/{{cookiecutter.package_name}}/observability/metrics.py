@@ -15,9 +15,8 @@ Besides prometheus-flask-exporter's request metrics, the service exports:
 - `log_lines_dropped_total`: log lines the gunicorn master dropped (`sink="console"`, a stuck
   reader; `sink="syslog"`, a receiver away for longer than its buffer lasts) or could not
   write (`sink="file"`, a full disk), by `reason`.
-{%- if cookiecutter.use_opentelemetry %}
-- `tracing_spans_dropped_total`: spans that never reached the collector, by `reason`.
-{%- endif %}
+
+Components with metrics of their own add them to the registry in `app.extensions["metrics"]`.
 """
 
 import mmap
@@ -43,9 +42,6 @@ from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMet
 from . import metrics_store
 from .health import HEALTH_PATHS, register_polled_path
 from .timeouts import request_timed_out
-{%- if cookiecutter.use_opentelemetry %}
-from .tracing import DROP_REASONS, spans_dropped
-{%- endif %}
 
 METRICS_PATH = "/metrics"
 # Probes and scrapes would drown the traffic that matters.
@@ -72,9 +68,6 @@ def init_metrics(app: Flask) -> PrometheusMetrics:
     _count_requests_in_flight(app, metrics.registry)
     _count_exceptions_by_type(app, metrics.registry)
     _count_timeouts(app, metrics.registry)
-{%- if cookiecutter.use_opentelemetry %}
-    _count_dropped_spans(app, metrics.registry)
-{%- endif %}
     app.before_request(WorkerResources(metrics.registry).refresh)
     app.extensions["metrics"] = metrics
     register_polled_path(app, METRICS_PATH)
@@ -173,26 +166,6 @@ def _count_timeouts(app: Flask, registry: CollectorRegistry) -> None:
 
     app.before_request(start_every_route_at_zero)
     request_timed_out.connect(count, app, weak=False)
-
-
-{%- if cookiecutter.use_opentelemetry %}
-
-
-def _count_dropped_spans(app: Flask, registry: CollectorRegistry) -> None:
-    dropped = Counter(
-        "tracing_spans_dropped",
-        "Spans that never reached the collector, by reason",
-        ["reason"],
-        registry=registry,
-    )
-    for reason in DROP_REASONS:
-        dropped.labels(reason)  # from 0: a series that first appears at 1 hides that increase
-
-    def count(_sender: Flask, reason: str, count: int) -> None:
-        dropped.labels(reason).inc(count)
-
-    spans_dropped.connect(count, app, weak=False)
-{%- endif %}
 
 
 class WorkerResources:
