@@ -47,7 +47,10 @@ from {{ cookiecutter.package_name }}.observability.tracing import (
     TracingHooks,
 )
 {%- endif %}
-from {{ cookiecutter.package_name }}.settings import SERVER_SETTINGS, current_settings
+from {{ cookiecutter.package_name }}.settings import (
+    SERVER_SETTINGS,
+    current_settings,
+)
 
 if TYPE_CHECKING:
     from gunicorn.arbiter import Arbiter

@@ -1,6 +1,7 @@
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.observability import metrics
+from {{ cookiecutter.package_name }}.observability import metrics, metrics_directory
+from {{ cookiecutter.package_name }}.observability.metrics_directory import (
+    MetricsDirectory,
+)
 from {{ cookiecutter.package_name }}.observability.timeouts import (
     RequestTimeout,
     end_timed_out_request,
@@ -284,6 +288,25 @@ def test_the_temporary_folders_the_master_made_go_when_it_stops(gunicorn, tmp_pa
     assert list(metrics_folder.glob("*.db")), "the worker writes its samples elsewhere"
     server.stop()
     assert list(temporary.iterdir()) == []
+
+
+def test_a_metrics_directory_that_cannot_go_is_emptied(monkeypatch, tmp_path):
+    """A mount point (a tmpfs, a Kubernetes emptyDir) can only be emptied, not removed."""
+    directory = tmp_path / "metrics"
+    (directory / "old").mkdir(parents=True)
+    (directory / "counter_1.db").write_bytes(b"an earlier run's counts")
+    remove_tree = shutil.rmtree
+
+    def remove_all_but_the_mount_point(path, ignore_errors=False):
+        for entry in Path(path).iterdir():
+            remove_tree(entry) if entry.is_dir() else entry.unlink()
+
+    monkeypatch.setattr(metrics_directory.shutil, "rmtree", remove_all_but_the_mount_point)
+    monkeypatch.setattr(MetricsDirectory, "emptied_by", None)  # as in a new master
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    MetricsDirectory()
+    assert directory.is_dir()
+    assert list(directory.iterdir()) == []
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")

@@ -12,7 +12,10 @@ from flask import Flask
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability import tracing
-from {{ cookiecutter.package_name }}.settings import SettingsError, load_settings
+from {{ cookiecutter.package_name }}.settings import (
+    SettingsError,
+    load_settings,
+)
 
 from .conftest import capture_log_records, get, make_settings
 from .otlp_receiver import OtlpReceiver

@@ -41,8 +41,8 @@ class MetricsDirectory(ServerHooks):
     def _empty(self) -> None:
         """Start every run from zero: files left by an earlier run would carry old counts over.
         Before the logging is set up, whose first lost lines the master counts in here."""
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir(parents=True)
+        shutil.rmtree(self.path, ignore_errors=True)  # the folder stays if it is a mount point
+        self.path.mkdir(parents=True, exist_ok=True)
 
     def child_exit(self, server: "Arbiter", worker: "Worker") -> None:
         """Fold a dead worker's counts into the archive, so that its files can go."""

@@ -1,6 +1,6 @@
 """Leaving the load balancer's rotation before stopping.
 
-On SIGTERM (docker stop, the end of a Kubernetes pod) gunicorn closes its listening socket
+On SIGTERM (a container or a pod being stopped) gunicorn closes its listening socket
 at once: a balancer that has not yet noticed keeps sending requests to a closed port, and
 connections still waiting in the listen backlog are reset. With SHUTDOWN_DRAIN_SECONDS set,
 the first SIGTERM only makes /readyz answer 503, in every worker; the service goes on
