@@ -15,7 +15,9 @@ import sys
 import pytest
 import yaml
 
-from {{ cookiecutter.package_name }}.observability.health import register_readiness_check
+from {{ cookiecutter.package_name }}.observability.health import (
+    register_readiness_check,
+)
 {%- if cookiecutter.use_prometheus %}
 from {{ cookiecutter.package_name }}.observability.metrics import (
     METRICS_PATH,
