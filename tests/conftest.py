@@ -33,6 +33,7 @@ SUPPORTED = {
     "no-metrics": {"use_prometheus": "no", "use_grafana": "no"},
     "no-dashboard": {"use_grafana": "no"},
     "no-docker": {"use_docker": "no", "use_kubernetes": "no"},
+    "no-kubernetes": {"use_kubernetes": "no"},
     "no-github-actions": {"use_github_actions": "no"},
     "text-logs": {"log_format": "text"},
     "no-file-logging": {"file_logging": "no"},
