@@ -20,8 +20,10 @@ INSTALLED_MARKER = VENV_DIR / "benchmark-requirements.txt"
 # conventions of SDK 1.45.1: the newer SDK 1.45.2 and exporter 0.66b2 cannot be installed with it.
 OPENTELEMETRY = [
     "opentelemetry-sdk==1.45.1",
+    "opentelemetry-exporter-otlp-proto-http==1.45.1",
     "opentelemetry-exporter-prometheus==0.66b1",
     "opentelemetry-instrumentation-flask==0.66b1",
+    "opentelemetry-instrumentation-logging==0.66b1",
 ]
 PROFILER = "py-spy==0.4.3"
 # How long a service may take to answer after its start, on a machine busy with other work.

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from harness.envelopes import EnvelopeServer
+from harness.otlp import OtlpServer
 
 from .churn import run_churn
 from .environment import BENCHMARKS_DIR, bake, ensure_venv, prepare_template
@@ -185,7 +186,10 @@ def _profile(options, python: Path, projects: Projects, workdir: Path) -> None:
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     with (
         EnvelopeServer() as sentry,
-        serve(variant, python, projects, workdir, options.workers, sentry.dsn) as server,
+        OtlpServer() as collector,
+        serve(
+            variant, python, projects, workdir, options.workers, sentry.dsn, collector.endpoint
+        ) as server,
     ):
         summary = profile_worker(server, options.duration, options.connections, raw_path)
     print(profile_report(variant.name, summary, str(raw_path)))

@@ -1,11 +1,14 @@
 """Throughput and latency of each variant under gunicorn, loaded by wrk on one endpoint."""
 
 import shutil
+import socketserver
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.envelopes import EnvelopeServer
 from harness.gunicorn_service import BakedService, Gunicorn
+from harness.otlp import OtlpServer
 
 from .environment import BENCHMARKS_DIR, COMPONENTS, STARTUP_SECONDS, bake
 from .measuring import (
@@ -30,6 +33,8 @@ class Variant:
     answers: dict | None = None  # a baked service; None for a plain app of apps/plain.py
     plain_app: str | None = None
     sentry: bool = False
+    otlp: bool = False  # exports to the local OTLP receiver
+    syslog: bool = False  # ships its log lines to the local syslog receiver
     env: tuple = ()  # extra settings, as (name, value) pairs
 
 
@@ -44,12 +49,37 @@ VARIANTS = [
         "plain app + OpenTelemetry Flask instrumentation, Prometheus reader",
         plain_app="plain:create_otel_app()",
     ),
+    Variant(
+        "opentelemetry-full",
+        "plain app + OpenTelemetry traces (100 %), metrics and log correlation, over OTLP",
+        plain_app="plain:create_otel_full_app()",
+        otlp=True,
+    ),
     Variant("core", "service: text logs on stdout, request ids (always on)", answers=CORE),
     Variant("json-logs", "core with JSON logs", answers={**CORE, "log_format": "json"}),
     Variant(
         "file-logging", "core + rotating JSON log file", answers={**CORE, "file_logging": "yes"}
     ),
     Variant("metrics", "core + Prometheus metrics", answers={**CORE, "use_prometheus": "yes"}),
+    Variant(
+        "tracing-off",
+        "core + tracing, no endpoint set (inactive)",
+        answers={**CORE, "use_opentelemetry": "yes"},
+    ),
+    Variant(
+        "tracing",
+        "core + tracing, every request sampled (local OTLP receiver)",
+        answers={**CORE, "use_opentelemetry": "yes"},
+        otlp=True,
+        env=(("OTEL_TRACES_SAMPLER_ARG", "1.0"),),
+    ),
+    Variant(
+        "tracing-10",
+        "core + tracing, 10 % of requests sampled (local OTLP receiver)",
+        answers={**CORE, "use_opentelemetry": "yes"},
+        otlp=True,
+        env=(("OTEL_TRACES_SAMPLER_ARG", "0.1"),),
+    ),
     Variant(
         "sentry",
         "core + Sentry (local envelope server)",
@@ -58,12 +88,26 @@ VARIANTS = [
     ),
     Variant(
         "full",
-        "every component on: JSON logs, file, metrics, Sentry, request ids",
+        "every component on: JSON logs, file, metrics, Sentry, request ids; tracing inactive",
         answers={},
         sentry=True,
     ),
+    Variant(
+        "full-tracing",
+        "full, tracing every request to the local OTLP receiver",
+        answers={},
+        sentry=True,
+        otlp=True,
+    ),
     # A run starts with an empty file and writes about 30 MB: the default 50 MB never rotates
     # in it. At 10 MB every run rotates (and compresses) a few times, as production does daily.
+    Variant(
+        "full-syslog",
+        "full, every log line also shipped over TCP syslog to a local receiver",
+        answers={},
+        sentry=True,
+        syslog=True,
+    ),
     Variant(
         "full-rotating",
         "full, rotating its log file every 10 MB",
@@ -91,15 +135,45 @@ class Projects:
         return self._paths[variant.name]
 
 
+class SyslogReceiver(socketserver.ThreadingTCPServer):
+    """A syslog collector on loopback that reads and discards: it costs the service nothing,
+    and this process's CPU, which the figures leave out."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Discard)
+        self.address = f"127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Discard(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while self.request.recv(65536):
+            pass
+
+
 def serve(
-    variant: Variant, python: Path, projects: Projects, workdir: Path, workers: int, sentry_dsn: str
-) -> Gunicorn:
+    variant: Variant, python: Path, projects: Projects, workdir: Path, workers: int,
+    sentry_dsn: str, otlp_endpoint: str = "", syslog_address: str = "",
+) -> Gunicorn:  # fmt: skip
     """The variant started under gunicorn with `workers` sync workers; the same endpoint
-    answers for all."""
+    answers for all. `otlp_endpoint`, `syslog_address`: the receivers of the variants that
+    export spans, ship log lines."""
     output = workdir / f"{variant.name}.out"
+    exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint} if variant.otlp else {}
     if variant.plain_app:
         arguments = ["--workers", str(workers), variant.plain_app]
-        server = Gunicorn(python, arguments, workdir, output, [APPS_DIR], ready_path=ENDPOINT)
+        server = Gunicorn(
+            python, arguments, workdir, output, [APPS_DIR], ready_path=ENDPOINT, **exporting
+        )
         return server.start(timeout=STARTUP_SECONDS)
     project = projects.get(variant)
     # Every run starts with an empty log file: one run's lines must not rotate in the next.
@@ -108,6 +182,8 @@ def serve(
         # Our own folder: gunicorn.conf.py would otherwise make one in /tmp per start.
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"{variant.name}-metrics"),
         **({"SENTRY_DSN": sentry_dsn} if variant.sentry else {}),
+        **exporting,
+        **({"LOG_SYSLOG_ADDRESS": syslog_address} if variant.syslog else {}),
         **dict(variant.env),
     }
     server = BakedService(python, project, output, workers, ready_path=ENDPOINT, **settings)
@@ -151,16 +227,18 @@ def run_throughput(python: Path, projects: Projects, workdir: Path, options) -> 
     """Every variant, round after round; even rounds go backwards, so drift hits all alike."""
     variants = [VARIANTS_BY_NAME[name] for name in options.variants]
     rounds = {variant.name: [] for variant in variants}
-    with EnvelopeServer() as sentry:
+    with EnvelopeServer() as sentry, OtlpServer() as collector, SyslogReceiver() as syslog:
         for round_number in range(options.rounds):
             order = variants if round_number % 2 == 0 else variants[::-1]
             for variant in order:
                 with serve(
-                    variant, python, projects, workdir, options.workers, sentry.dsn
-                ) as server:
+                    variant, python, projects, workdir, options.workers, sentry.dsn,
+                    collector.endpoint, syslog.address,
+                ) as server:  # fmt: skip
                     rounds[variant.name].append(measure(server, options))
                 _print_progress(variant, rounds[variant.name][-1])
         envelopes = sentry.envelopes
+        otlp_exports = {"exports": collector.exports, "bytes": collector.bytes}
     return {
         "settings": _settings(options),
         "variants": {
@@ -172,6 +250,7 @@ def run_throughput(python: Path, projects: Projects, workdir: Path, options) -> 
             for variant in variants
         },
         "sentry_envelopes_received": envelopes,
+        "otlp_exports_received": otlp_exports,
         "targets": check_targets(rounds),
     }
 

@@ -32,6 +32,7 @@ SUPPORTED = {
     "no-sentry": {"use_sentry": "no"},
     "no-metrics": {"use_prometheus": "no", "use_grafana": "no"},
     "no-dashboard": {"use_grafana": "no"},
+    "no-tracing": {"use_opentelemetry": "no"},
     "no-docker": {"use_docker": "no", "use_kubernetes": "no"},
     "no-kubernetes": {"use_kubernetes": "no"},
     "no-github-actions": {"use_github_actions": "no"},

@@ -17,7 +17,7 @@ from harness.loopback import LoopbackProcess
 
 def require_binary(name: str, packages: str = "prometheus prometheus-alertmanager") -> str:
     """The binary's path; a missing one skips the test, except in CI where it must be there."""
-    path = shutil.which(name)
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")  # daemons, for users
     if path:
         return path
     message = f"{name} is not installed (apt-get install {packages})"

@@ -32,6 +32,11 @@ from {{ cookiecutter.package_name }}.observability.shutdown import (
 from {{ cookiecutter.package_name }}.observability.timeouts import (
     end_timed_out_request,
 )
+{%- if cookiecutter.use_opentelemetry %}
+from {{ cookiecutter.package_name }}.observability.tracing import (
+    TracingHooks,
+)
+{%- endif %}
 from {{ cookiecutter.package_name }}.settings import SERVER_SETTINGS, current_settings
 
 if TYPE_CHECKING:
@@ -42,6 +47,11 @@ if TYPE_CHECKING:
 components = EachComponent(
 {%- if cookiecutter.use_prometheus %}
     MetricsDirectory(),  # made before anything imports prometheus_client
+{%- endif %}
+{%- if cookiecutter.use_opentelemetry %}
+    TracingHooks(),  # each worker exports its spans before it exits
+{%- endif %}
+{%- if cookiecutter.use_prometheus or cookiecutter.use_opentelemetry %}
 {% endif -%}
 )
 # The sinks live in the master; workers send it their lines (see log_relay.py). On HUP the
@@ -75,6 +85,10 @@ def post_fork(server: "Arbiter", worker: "Worker") -> None:
 def worker_abort(worker: "Worker") -> None:
     """The worker timeout struck: report the stuck request as a timeout, not a bare exit."""
     end_timed_out_request(timeout)
+
+
+def worker_exit(server: "Arbiter", worker: "Worker") -> None:
+    components.worker_exit(server, worker)
 
 
 def child_exit(server: "Arbiter", worker: "Worker") -> None:

@@ -1,4 +1,3 @@
-import json
 import os
 import signal
 import socket
@@ -17,6 +16,8 @@ from {{ cookiecutter.package_name }}.observability import (
     logging as service_logging,
 )
 from {{ cookiecutter.package_name }}.settings import Settings
+
+from .ecs import ecs_records
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 # Values in the environment of whoever runs the tests must not leak into them.
@@ -53,7 +54,7 @@ def capture_log_records(capsys):
     """
     service_logging.configure_logging(make_settings())
     capsys.readouterr()
-    return lambda: [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return lambda: ecs_records(capsys.readouterr().out)
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Workers' log lines reach the master's sinks whole, and a killed worker blocks nobody."""
 
-import json
 import os
 import signal
 import time
@@ -22,6 +21,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
 )
 
 from .conftest import make_settings
+from .ecs import ecs_records
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def wait_for_exit(pid: int, timeout: float = 10.0) -> bool:
 
 def file_records(settings) -> list[dict]:
     logger.remove()  # flush and close the file
-    return [json.loads(line) for line in settings.log_file.read_text().splitlines()]
+    return ecs_records(settings.log_file.read_text())
 
 
 def numbered_lines(count: int):
@@ -242,7 +242,7 @@ def test_a_record_at_the_datagram_limit_arrives_whole_and_one_byte_more_is_cut(c
     relay.stop()
     logger.remove()  # writes out the console
     output = capfd.readouterr()
-    records = [json.loads(line) for line in output.out.splitlines()]
+    records = ecs_records(output.out)
     [record] = [r for r in records if r.get("size") == "exact" and r["message"]]  # not the probe
     assert "log relay:" not in output.err
     if over:

@@ -1,6 +1,5 @@
 """A stuck console reader or a full disk costs log lines, counted and told, never a request."""
 
-import json
 import os
 import select
 import threading
@@ -20,6 +19,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
 )
 
 from .conftest import make_settings
+from .ecs import ecs_records
 
 LINE = "x" * 99 + "\n"
 
@@ -98,7 +98,7 @@ def test_a_full_disk_loses_lines_says_so_once_and_writing_resumes(tmp_path, caps
     assert "Logging error" not in errors
     assert errors.count("cannot write") == 1
     assert f"writing {log_file} again, 50 lines were lost" in errors
-    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    records = ecs_records(log_file.read_text())
     assert [record["message"] for record in records] == [
         "log file writable again, 50 lines were lost (no_space)",
         "kept",
@@ -120,8 +120,9 @@ def test_the_line_that_says_the_file_works_again_is_a_plain_warning(tmp_path, ca
         logger.bind(request_id="req-7", trace_id="trace-7").exception("kept")
     logger.remove()
 
-    resumed, kept = [json.loads(line) for line in log_file.read_text().splitlines()]
-    for field in ("@timestamp", "process.pid", "service.name", "service.environment"):
+    resumed, kept = ecs_records(log_file.read_text())
+    static = ("ecs.version", "service.name", "service.environment", "event.dataset")
+    for field in ("@timestamp", "process.pid", *static):
         del resumed[field]
     assert resumed == {
         "log.level": "warning",
@@ -155,7 +156,7 @@ def test_a_write_error_other_than_a_full_disk_is_told_once_and_counted(
     assert counted == [("file", "write_error", 1)] * 5
     errors = capsys.readouterr().err
     assert errors.count("cannot write") == 1
-    messages = [json.loads(line)["message"] for line in log_file.read_text().splitlines()]
+    messages = [record["message"] for record in ecs_records(log_file.read_text())]
     assert messages == ["log file writable again, 5 lines were lost (write_error)", "kept"]
 
 

@@ -32,10 +32,11 @@ from {{ cookiecutter.package_name }}.settings import (
 )
 
 from .conftest import make_settings
+from .ecs import ecs_record, ecs_records
 
 
 def json_lines(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return ecs_records(text)
 
 
 def read_all_log_files(folder) -> list[str]:
@@ -57,6 +58,9 @@ def test_json_lines_are_flat_with_stable_field_names(capsys):
     assert record["service.environment"] == "development"
     assert record["order_id"] == 42
     assert {"@timestamp", "log.logger", "process.pid"} <= record.keys()
+    # ecs-logging's default dataset: the service name
+    assert record["event.dataset"] == record["service.name"]
+    assert list(record)[:4] == ["@timestamp", "log.level", "message", "ecs.version"]
 
 
 def test_exceptions_carry_type_message_and_stack_but_no_local_values(capsys):
@@ -82,7 +86,7 @@ def test_logger_exception_outside_an_except_block_adds_no_empty_error(capsys, lo
     assert output.count("\n") == 1
     assert "NoneType" not in output
     if log_format == "json":
-        assert not [key for key in json.loads(output) if key.startswith("error.")]
+        assert not [key for key in ecs_record(output) if key.startswith("error.")]
 
 
 def test_standard_logging_goes_through_loguru(capsys):
@@ -128,7 +132,7 @@ def test_file_sink_rotates_compresses_and_keeps_every_line(tmp_path):
 
     files = sorted(path.name for path in log_file.parent.iterdir())
     assert sum(name.endswith(".gz") for name in files) >= 5
-    messages = [json.loads(line)["message"] for line in read_all_log_files(log_file.parent)]
+    messages = [ecs_record(line)["message"] for line in read_all_log_files(log_file.parent)]
     assert sorted(messages) == sorted(f"line {number}" for number in range(200))
 
 
@@ -280,7 +284,7 @@ def test_zip_compression_makes_real_deflated_archives_of_the_rotated_files(tmp_p
             assert member.compress_type == zipfile.ZIP_DEFLATED
             lines.extend(zipped.read(member).decode("utf-8").splitlines())
     lines.extend(log_file.read_text(encoding="utf-8").splitlines())
-    messages = [json.loads(line)["message"] for line in lines]
+    messages = [ecs_record(line)["message"] for line in lines]
     assert sorted(messages) == sorted(f"line {number}" for number in range(100))
 
 

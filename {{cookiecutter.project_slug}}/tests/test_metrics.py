@@ -264,7 +264,7 @@ def test_workers_killed_mid_request_leave_no_series_behind(gunicorn):
 
 
 def test_a_restart_with_the_same_metrics_directory_starts_from_zero(gunicorn, tmp_path):
-    metrics_dir = str(tmp_path / "metrics")
+    metrics_dir = str(tmp_path / "run" / "metrics")  # made, with its parent, at the first start
     for run in range(2):
         server = gunicorn(workers=2, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
         for _ in range(5):
@@ -272,6 +272,29 @@ def test_a_restart_with_the_same_metrics_directory_starts_from_zero(gunicorn, tm
         text = scrape_server(server)
         assert sample(text, "flask_http_request_total", status="200") == 5, f"run {run + 1}"
         server.stop()
+
+
+def test_the_temporary_folders_the_master_made_go_when_it_stops(gunicorn, tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    # No PROMETHEUS_MULTIPROC_DIR: the master makes a metrics folder, as it does a relay's.
+    server = gunicorn(workers=1, PROMETHEUS_MULTIPROC_DIR="", TMPDIR=str(temporary))
+    assert get(f"{server.url}/api/items/1")[0] == 200
+    [metrics_folder] = temporary.glob("metrics-*")
+    assert list(metrics_folder.glob("*.db")), "the worker writes its samples elsewhere"
+    server.stop()
+    assert list(temporary.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_a_reload_keeps_the_counts_of_the_workers_it_replaces(gunicorn):
+    server = gunicorn(workers=2)
+    first = wait_for_new_workers(server, 2, gone=set())
+    for _ in range(5):
+        assert get(f"{server.url}/api/items/1")[0] == 200
+    os.kill(server.process.pid, signal.SIGHUP)  # gunicorn.conf.py runs again, new workers start
+    wait_for_new_workers(server, 2, gone=first)
+    assert sample(scrape_server(server), "flask_http_request_total", status="200") == 5
 
 
 def get_cut_off(url: str) -> None:
@@ -295,10 +318,13 @@ count_lost_log_lines("file", "write_failed", 3)
 
 
 def test_lost_log_lines_are_counted_by_sink_and_reason(tmp_path):
+    environment = {
+        **os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "PYTHONPATH": str(PROJECT_DIR / "src"),
+    }  # fmt: skip
     subprocess.run(
         [sys.executable, "-c", LOSE_LOG_LINES.format(module=metrics.__name__)],
-        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT_DIR / "src")},
-        capture_output=True, check=True, timeout=60,
+        env=environment, capture_output=True, check=True, timeout=60,
     )  # fmt: skip
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(tmp_path))
@@ -307,3 +333,20 @@ def test_lost_log_lines_are_counted_by_sink_and_reason(tmp_path):
     assert sample(text, name, sink="console", reason="reader_stuck") == 12
     assert sample(text, name, sink="file", reason="write_failed") == 3
     assert sample(text, name) == 15
+
+
+def test_log_lines_the_master_cannot_write_are_in_metrics(gunicorn, tmp_path):
+    # The log file is a named pipe whose reader goes away: each write fails with EPIPE.
+    log_file = tmp_path / "service.log"
+    os.mkfifo(log_file)
+    reader = os.open(log_file, os.O_RDONLY | os.O_NONBLOCK)
+    server = gunicorn(workers=1, LOG_FILE=str(log_file), LOG_ROTATION="1 GB",
+                      LOG_COMPRESSION="none")  # fmt: skip
+    os.close(reader)
+    lost = {"sink": "file", "reason": "write_error"}
+    for _ in range(3):  # an access line each, at least
+        get(f"{server.url}/api/items/1")
+    deadline = time.monotonic() + 60
+    while sample(scrape_server(server), "log_lines_dropped_total", **lost) < 3:
+        assert time.monotonic() < deadline, "the lost lines were not counted"
+        time.sleep(0.1)

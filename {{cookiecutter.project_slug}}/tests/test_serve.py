@@ -1,6 +1,5 @@
 """The service as it runs: under gunicorn in production, on the development server."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import PROJECT_DIR, get
+from .ecs import ecs_record, ecs_records
 
 
 def test_serves_under_gunicorn_with_request_ids_in_the_access_log(gunicorn, tmp_path):
@@ -21,7 +21,7 @@ def test_serves_under_gunicorn_with_request_ids_in_the_access_log(gunicorn, tmp_
     server.stop()
 
     log_lines = (tmp_path / "logs" / "service.log").read_text().splitlines()
-    records = [json.loads(line) for line in log_lines]  # every line is one JSON object
+    records = [ecs_record(line) for line in log_lines]  # every line is one ECS JSON object
     served = [record for record in records if record.get("http.request.id") == "served-3"]
     assert {record["log.logger"] for record in served} == {
         "{{ cookiecutter.package_name }}.views",
@@ -42,7 +42,7 @@ def test_only_the_master_has_the_log_file_open(gunicorn, tmp_path):
     assert [pid for pid in workers if log_file in open_files(pid)] == []
     server.stop()
 
-    writers = {json.loads(line)["process.pid"] for line in log_file.read_text().splitlines()}
+    writers = {record["process.pid"] for record in ecs_records(log_file.read_text())}
     assert set(workers) <= writers, "the workers' lines reach the file through the master"
 
 

@@ -1,6 +1,5 @@
 """A request ended by gunicorn's worker timeout is reported as a timeout, with its request id."""
 
-import json
 import re
 import time
 
@@ -14,6 +13,7 @@ from {{ cookiecutter.package_name }}.observability.timeouts import (
 
 from . import stuck_app
 from .conftest import capture_log_records, get
+from .ecs import ecs_records
 
 
 def test_outside_a_request_the_abort_is_left_to_gunicorn():
@@ -70,9 +70,7 @@ def test_a_request_past_the_worker_timeout_leaves_one_line_and_a_new_worker(guni
     assert get(f"{server.url}/api/items/1")[0] == 200  # the worker was replaced
     server.stop()
 
-    records = [
-        json.loads(line) for line in (tmp_path / "logs" / "service.log").read_text().splitlines()
-    ]
+    records = ecs_records((tmp_path / "logs" / "service.log").read_text())
     stuck = [record for record in records if record.get("http.request.id") == "stuck-2"]
     assert sorted(record["log.logger"] for record in stuck) == sorted(
         [

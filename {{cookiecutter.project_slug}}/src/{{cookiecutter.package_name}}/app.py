@@ -12,6 +12,9 @@ from .observability.metrics import init_metrics
 from .observability.request_context import init_request_context
 from .observability.shutdown import init_shutdown_drain
 from .observability.timeouts import init_request_timeouts
+{%- if cookiecutter.use_opentelemetry %}
+from .observability.tracing import init_tracing
+{%- endif %}
 from .settings import SERVER_SETTINGS, Settings, current_settings, exit_on_bad_settings
 from .views import views
 
@@ -24,6 +27,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
+{%- if cookiecutter.use_opentelemetry %}
+    init_tracing(app, settings)  # first: the other components' request hooks see its span
+{%- endif %}
     init_request_context(app)
     init_request_timeouts(app)
 {%- if cookiecutter.use_sentry %}

@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from loguru import logger
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, FilePath, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+{%- if cookiecutter.use_sentry or cookiecutter.use_opentelemetry %}
+{% endif %}
 {%- if cookiecutter.use_sentry %}
-
 from .observability.sentry_settings import SentrySettings
+{%- endif %}
+{%- if cookiecutter.use_opentelemetry %}
+from .observability.tracing_settings import TracingSettings
 {%- endif %}
 
 SERVICE_NAME = "{{ cookiecutter.project_slug }}"
@@ -32,6 +36,15 @@ ROTATION_PATTERN = re.compile(rf"^({_SIZE}|{_INTERVAL}|{_DAILY_TIME})$", re.IGNO
 RETENTION_PATTERN = re.compile(rf"^(\d+|{_INTERVAL})$", re.IGNORECASE)
 
 
+def host_and_port(address: str) -> tuple[str, int]:
+    """A host and a port from "logs.example.com:6514" or "[::1]:514"; ValueError otherwise."""
+    host, colon, port = address.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError('expected host:port ("logs.example.com:6514", "[::1]:514")')
+    return host, int(port)
+
+
 class SettingsError(Exception):
     """A setting from the environment has a value the service cannot run with."""
 
@@ -43,7 +56,7 @@ def _installed_version() -> str:
         return "{{ cookiecutter.version }}"
 
 
-class Settings({% if cookiecutter.use_sentry %}SentrySettings, {% endif %}BaseSettings):
+class Settings({% if cookiecutter.use_sentry %}SentrySettings, {% endif %}{% if cookiecutter.use_opentelemetry %}TracingSettings, {% endif %}BaseSettings):
     """The service's settings; a component's own settings come in as a mixin."""
 
     model_config = SettingsConfigDict(
@@ -59,6 +72,11 @@ class Settings({% if cookiecutter.use_sentry %}SentrySettings, {% endif %}BaseSe
     log_rotation: str = "{{ cookiecutter.log_rotation }}"
     log_retention: str = "{{ cookiecutter.log_retention_days }} days"
     log_compression: Literal["gz", "zip", "bz2", "xz", "none"] = "{{ cookiecutter.log_compression }}"
+    # Syslog over TCP (see observability/log_syslog.py): off while the address is empty.
+    log_syslog_address: str | None = None
+    log_syslog_tls: bool = False
+    log_syslog_ca_file: FilePath | None = None
+    log_syslog_buffer_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
 
     # While this file exists, /readyz answers 503: touch it to drain an instance before upkeep.
     drain_file: Path | None = None
@@ -74,10 +92,19 @@ class Settings({% if cookiecutter.use_sentry %}SentrySettings, {% endif %}BaseSe
     def _upper_case_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("log_file", "drain_file", mode="before")
+    @field_validator(
+        "log_file", "drain_file", "log_syslog_address", "log_syslog_ca_file", mode="before"
+    )
     @classmethod
-    def _empty_means_no_file(cls, value: object) -> object:
+    def _empty_means_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("log_syslog_address")
+    @classmethod
+    def _syslog_host_and_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host_and_port(value)
+        return value
 
     @field_validator("log_rotation")
     @classmethod

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from loguru import logger
 
-from .request_context import REQUEST_ID_HEADER
+from .request_context import REQUEST_ID_HEADER, TRACE_IDS_KEY
 from .timeouts import RequestTimeout
 
 if TYPE_CHECKING:  # annotations only
@@ -74,10 +74,13 @@ class GunicornLogger(GunicornBaseLogger):
         path = environ.get("PATH_INFO") or getattr(req, "path", None) or "-"
         duration_ms = request_time.total_seconds() * 1000
         status = _status_code(resp)
+        trace_id, span_id = _trace_ids(environ)
         logger.bind(
             _logger="gunicorn.access",
             # Logged after the request has ended: its id is in the answer's header by now.
             request_id=_response_header(resp, REQUEST_ID_HEADER) or _timed_out_request_id(),
+            trace_id=trace_id,
+            span_id=span_id,
             **{
                 "http.request.method": method,
                 "url.path": path,
@@ -94,6 +97,12 @@ def _status_code(resp: Response) -> int | None:
     """The answer's status; an error answer that gunicorn writes itself has only `status`."""
     status = str(resp.status or "").split(" ", 1)[0]
     return int(status) if status.isdigit() else None
+
+
+def _trace_ids(environ: Mapping[str, object]) -> tuple[str, str]:
+    """Put there by request_context; an answer gunicorn writes itself has none."""
+    ids = environ.get(TRACE_IDS_KEY)
+    return ids if isinstance(ids, tuple) else ("-", "-")
 
 
 def _response_header(resp: Response, name: str) -> str | None:

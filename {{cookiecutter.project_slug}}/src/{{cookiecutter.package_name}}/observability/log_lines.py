@@ -1,6 +1,10 @@
 """How a log record becomes a line: flat JSON with Elastic Common Schema field names, for
 collectors, or one line of text, for people.
 
+The JSON follows Elastic's ecs-logging specification (github.com/elastic/ecs-logging,
+spec/spec.json): `@timestamp`, `log.level` and `message` come first, in that order,
+`ecs.version` is always there, and dotted names stay flat keys, never nested objects.
+
 Plain functions of the record, so that a gunicorn worker can render its lines and hand
 them to the master, which only writes them (see log_relay.py).
 """
@@ -20,17 +24,22 @@ from .log_sinks import Render
 if TYPE_CHECKING:  # loguru's types exist for type checkers only
     from loguru import Record
 
+# The version of the Elastic Common Schema whose field names the JSON lines use.
+ECS_VERSION = "8.11.0"
 # Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
-_RESERVED_EXTRA = {"request_id", "trace_id", "_logger", LINE, RELAYED, PACKED}
+_RESERVED_EXTRA = {"request_id", "trace_id", "span_id", "_logger", LINE, RELAYED, PACKED}
 Raised = tuple[type[BaseException], BaseException | None, TracebackType | None]
 
 
 def line_renderers(settings: Settings) -> dict[str, Render]:
-    """How a record becomes a line, per destination; files are for collectors: always JSON."""
+    """How a record becomes a line, per destination; files and syslog are for collectors:
+    always JSON."""
     json_line = json_renderer(settings)
     renderers = {"console": json_line if settings.log_format == "json" else text_line}
     if settings.log_file is not None:
         renderers["file"] = json_line
+    if settings.log_syslog_address is not None:
+        renderers["syslog"] = json_line
     return renderers
 
 
@@ -48,7 +57,14 @@ def text_line(record: Record) -> str:
 
 
 def json_renderer(settings: Settings) -> Render:
-    static_fields = {"service.name": SERVICE_NAME, "service.environment": settings.app_env}
+    static_fields = {
+        "ecs.version": ECS_VERSION,
+        "service.name": SERVICE_NAME,
+        "service.environment": settings.app_env,
+        # ecs-logging's default: one dataset per service, which Elastic's log anomaly
+        # detection needs to tell the service's lines from others.
+        "event.dataset": SERVICE_NAME,
+    }
 
     def json_line(record: Record) -> str:
         return json.dumps(_json_fields(record, static_fields), default=str) + "\n"
@@ -63,14 +79,16 @@ def _json_fields(record: Record, static_fields: dict[str, str]) -> dict[str, obj
         "@timestamp": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
         "log.level": record["level"].name.lower(),
         "message": record["message"],
+        **static_fields,
         "log.logger": extra.get("_logger", record["name"]),
         "process.pid": record["process"].id,
-        **static_fields,
     }
     if extra.get("request_id", "-") != "-":
         fields["http.request.id"] = extra["request_id"]
     if extra.get("trace_id", "-") != "-":
         fields["trace.id"] = extra["trace_id"]
+    if extra.get("span_id", "-") != "-":
+        fields["span.id"] = extra["span_id"]
     fields.update((key, value) for key, value in extra.items() if key not in _RESERVED_EXTRA)
     if (raised := _raised(record)) is not None:
         fields.update(_error_fields(raised))

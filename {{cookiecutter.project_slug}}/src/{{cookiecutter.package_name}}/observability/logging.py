@@ -1,7 +1,8 @@
 """Logging through loguru: one place that decides where every log line goes.
 
-configure_logging builds the sinks (log_sinks.py) from the settings, for lines rendered
-by log_lines.py, and routes the standard logging module in (log_adapters.py). Under
+configure_logging builds the sinks (log_sinks.py, and log_syslog.py when a syslog receiver
+is set) from the settings, for lines rendered by log_lines.py, and routes the standard
+logging module in (log_adapters.py). Under
 gunicorn it runs in the master, which alone owns the log file: the workers render their
 lines and hand them over (log_relay.py). The app factory only configures logging itself
 when nothing did it before (development server, tests).
@@ -28,7 +29,8 @@ from .log_sinks import (
     count_nothing,
     stderr_notices,
 )
-from .request_context import current_request_id, current_trace_id
+from .log_syslog import SyslogSender, tls_context
+from .request_context import current_request_id, current_span_id, current_trace_id
 
 if TYPE_CHECKING:  # annotations only; loguru has these types in its stubs alone
     from loguru import FormatFunction, Record
@@ -42,14 +44,20 @@ def configure_logging(settings: Settings, count_lost_lines: CountLostLines = cou
     with the relay paused: see LogRelay.paused). Lines a sink drops or cannot write are
     reported to `count_lost_lines`."""
     logger.remove()
-    logger.configure(extra={"request_id": "-", "trace_id": "-"}, patcher=_add_request_context)
+    logger.configure(
+        extra={"request_id": "-", "trace_id": "-", "span_id": "-"}, patcher=_add_request_context
+    )
     for destination, render in line_renderers(settings).items():
         line_format = _as_format(render, destination)
         if destination == "console":
             console = _console(sys.stdout, count_lost_lines)
             logger.add(console, level=settings.log_level, format=line_format)
-        elif settings.log_file is not None:  # line_renderers has a "file" only with one
+        # line_renderers names "file" and "syslog" only when they are set.
+        elif destination == "file" and settings.log_file is not None:
             _add_file_sink(settings.log_file, settings, line_format, render, count_lost_lines)
+        elif destination == "syslog" and settings.log_syslog_address is not None:
+            syslog = _syslog(settings.log_syslog_address, settings, count_lost_lines)
+            logger.add(syslog, level=settings.log_level, format=line_format)
     route_stdlib_logging(settings.log_level)
 
 
@@ -73,6 +81,17 @@ def _console(stream: TextIO, count_lost_lines: CountLostLines) -> TextIO | Backg
         return stream
     return BackgroundWriter(
         stream, "console", count_lost_lines=count_lost_lines, notices=stderr_notices()
+    )
+
+
+def _syslog(address: str, settings: Settings, count_lost_lines: CountLostLines) -> SyslogSender:
+    """Sent by a thread of its own, which the network can hold up without holding up logging."""
+    return SyslogSender(
+        address,
+        tls=tls_context(settings.log_syslog_ca_file) if settings.log_syslog_tls else None,
+        capacity=settings.log_syslog_buffer_bytes,
+        count_lost_lines=count_lost_lines,
+        notices=stderr_notices(),
     )
 
 
@@ -110,4 +129,6 @@ def _add_request_context(record: Record) -> None:
         extra["request_id"] = current_request_id()
     if extra["trace_id"] == "-":
         extra["trace_id"] = current_trace_id()
+    if extra["span_id"] == "-":
+        extra["span_id"] = current_span_id()
     extra.setdefault("_logger", record["name"])

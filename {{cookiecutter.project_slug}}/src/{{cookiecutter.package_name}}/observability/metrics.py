@@ -13,7 +13,11 @@ Besides prometheus-flask-exporter's request metrics, the service exports:
 - `process_worker_cpu_seconds` and `process_worker_resident_memory_bytes`, one series
   per live worker (label `pid`): multiprocess mode has no `process_*` metrics of its own;
 - `log_lines_dropped_total`: log lines the gunicorn master dropped (`sink="console"`, a stuck
-  reader) or could not write (`sink="file"`, a full disk), by `reason`.
+  reader; `sink="syslog"`, a receiver away for longer than its buffer lasts) or could not
+  write (`sink="file"`, a full disk), by `reason`.
+{%- if cookiecutter.use_opentelemetry %}
+- `tracing_spans_dropped_total`: spans that never reached the collector, by `reason`.
+{%- endif %}
 """
 
 import mmap
@@ -39,6 +43,9 @@ from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMet
 from . import metrics_store
 from .health import HEALTH_PATHS, register_polled_path
 from .timeouts import request_timed_out
+{%- if cookiecutter.use_opentelemetry %}
+from .tracing import DROP_REASONS, spans_dropped
+{%- endif %}
 
 METRICS_PATH = "/metrics"
 # Probes and scrapes would drown the traffic that matters.
@@ -65,6 +72,9 @@ def init_metrics(app: Flask) -> PrometheusMetrics:
     _count_requests_in_flight(app, metrics.registry)
     _count_exceptions_by_type(app, metrics.registry)
     _count_timeouts(app, metrics.registry)
+{%- if cookiecutter.use_opentelemetry %}
+    _count_dropped_spans(app, metrics.registry)
+{%- endif %}
     app.before_request(WorkerResources(metrics.registry).refresh)
     app.extensions["metrics"] = metrics
     register_polled_path(app, METRICS_PATH)
@@ -165,6 +175,26 @@ def _count_timeouts(app: Flask, registry: CollectorRegistry) -> None:
     request_timed_out.connect(count, app, weak=False)
 
 
+{%- if cookiecutter.use_opentelemetry %}
+
+
+def _count_dropped_spans(app: Flask, registry: CollectorRegistry) -> None:
+    dropped = Counter(
+        "tracing_spans_dropped",
+        "Spans that never reached the collector, by reason",
+        ["reason"],
+        registry=registry,
+    )
+    for reason in DROP_REASONS:
+        dropped.labels(reason)  # from 0: a series that first appears at 1 hides that increase
+
+    def count(_sender: Flask, reason: str, count: int) -> None:
+        dropped.labels(reason).inc(count)
+
+    spans_dropped.connect(count, app, weak=False)
+{%- endif %}
+
+
 class WorkerResources:
     """This process's CPU time and memory, refreshed when it serves a request.
 
@@ -210,10 +240,9 @@ def count_lost_log_lines(sink: str, reason: str, lines: int) -> None:
 
 @cache
 def _lost_log_lines() -> Counter:
-    # Made at the first loss, after on_starting emptied the metrics directory (unless the
-    # file already fails on gunicorn's first line, logged before on_starting).
+    # Made at the first loss, after the master emptied the metrics directory.
     return Counter(
         "log_lines_dropped",
-        "Log lines dropped or not written, by sink (console, file) and reason",
+        "Log lines dropped or not written, by sink (console, file, syslog) and reason",
         ["sink", "reason"],
     )

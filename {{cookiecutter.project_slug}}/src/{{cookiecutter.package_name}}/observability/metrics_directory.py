@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from .server_hooks import ServerHooks, at_master_exit
 
@@ -22,17 +22,25 @@ DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class MetricsDirectory(ServerHooks):
+    # The process that emptied the directory: gunicorn re-runs gunicorn.conf.py on HUP, in
+    # the same process, and the workers' counts must survive that.
+    emptied_by: ClassVar[int | None] = None
+
     def __init__(self) -> None:
-        # Kept across HUP reloads, which re-run gunicorn.conf.py. A directory given by the
-        # operator is theirs, and stays; one made here goes when the master ends.
+        # Kept across HUP reloads. A directory given by the operator is theirs, and stays;
+        # one made here goes when the master ends.
         if not os.environ.get(DIRECTORY_VARIABLE):
             made = tempfile.mkdtemp(prefix="metrics-")
             os.environ[DIRECTORY_VARIABLE] = made
             at_master_exit(partial(shutil.rmtree, made, ignore_errors=True))
         self.path = Path(os.environ[DIRECTORY_VARIABLE])
+        if MetricsDirectory.emptied_by != os.getpid():
+            self._empty()
+            MetricsDirectory.emptied_by = os.getpid()
 
-    def on_starting(self, server: "Arbiter") -> None:
-        """Start every run from zero: files left by an earlier run would carry old counts over."""
+    def _empty(self) -> None:
+        """Start every run from zero: files left by an earlier run would carry old counts over.
+        Before the logging is set up, whose first lost lines the master counts in here."""
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir(parents=True)
 

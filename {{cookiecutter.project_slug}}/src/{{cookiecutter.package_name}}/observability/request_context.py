@@ -1,19 +1,22 @@
 """Request id and W3C trace id for every request, bound into every log line.
 
-Other modules read them with `current_request_id()` and `current_trace_id()`: "-" outside a
-request.
+Other modules read them with `current_request_id()`, `current_trace_id()` and
+`current_span_id()`: "-" outside a request. The access line, written after the request has
+ended, finds the trace and span ids in the WSGI environ, under TRACE_IDS_KEY.
 
 `X-Request-ID` from the client (or a proxy) is kept only when it is short and made of
 safe characters; anything else is replaced, so a header cannot forge or break a log
 line. The id is echoed back in the response. A valid `traceparent` header supplies the
-trace id, so log lines join the caller's distributed trace.
+trace id, so log lines join the caller's distributed trace. A tracer that starts a span for
+the request (`use_span_ids`) supplies both the trace id and its span's id instead.
 """
 
 import re
 import secrets
+from collections.abc import Callable
 from contextvars import ContextVar
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -22,6 +25,10 @@ TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?!0{32})([0-9a-f]{32})-(?!0{16})[0-9a-f
 
 _request_id: ContextVar[str] = ContextVar("request_id", default="-")
 _trace_id: ContextVar[str] = ContextVar("trace_id", default="-")
+_span_id: ContextVar[str] = ContextVar("span_id", default="-")
+
+SpanIds = tuple[str, str]  # a trace id and a span id, in hex as W3C Trace Context writes them
+TRACE_IDS_KEY = f"{__name__}.trace_ids"
 
 
 def current_request_id() -> str:
@@ -32,10 +39,20 @@ def current_trace_id() -> str:
     return _trace_id.get()
 
 
+def current_span_id() -> str:
+    return _span_id.get()
+
+
 def init_request_context(app: Flask) -> None:
     app.before_request(_start_request)
     app.after_request(_echo_request_id)
     app.teardown_request(_end_request)
+
+
+def use_span_ids(app: Flask, span_ids: Callable[[], SpanIds | None]) -> None:
+    """Take each request's trace and span ids from a tracer: `span_ids` gives those of the
+    current span, None when there is none."""
+    app.extensions["span_ids"] = span_ids
 
 
 def incoming_request_id(header_value: str | None) -> str:
@@ -51,8 +68,14 @@ def incoming_trace_id(traceparent: str | None) -> str:
 
 def _start_request() -> None:
     request_id = incoming_request_id(request.headers.get(REQUEST_ID_HEADER))
-    trace_id = incoming_trace_id(request.headers.get("traceparent"))
-    g.context_tokens = (_request_id.set(request_id), _trace_id.set(trace_id))
+    trace_id, span_id = _span_ids() or (incoming_trace_id(request.headers.get("traceparent")), "-")
+    request.environ[TRACE_IDS_KEY] = (trace_id, span_id)
+    g.context_tokens = (_request_id.set(request_id), _trace_id.set(trace_id), _span_id.set(span_id))
+
+
+def _span_ids() -> SpanIds | None:
+    span_ids = current_app.extensions.get("span_ids")
+    return span_ids() if span_ids else None
 
 
 def _echo_request_id(response: Response) -> Response:
@@ -63,6 +86,7 @@ def _echo_request_id(response: Response) -> Response:
 def _end_request(_error: BaseException | None) -> None:
     tokens = g.pop("context_tokens", None)
     if tokens:
-        request_token, trace_token = tokens
+        request_token, trace_token, span_token = tokens
         _request_id.reset(request_token)
         _trace_id.reset(trace_token)
+        _span_id.reset(span_token)

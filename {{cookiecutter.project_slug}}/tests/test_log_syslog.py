@@ -1,0 +1,351 @@
+"""Syslog shipping (observability/log_syslog.py) against a receiver on a loopback port:
+RFC 5424 messages framed by octet counting, over TLS too, a buffer that holds lines while
+the receiver is away and counts what overflows, and bad settings refused in one line."""
+
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from contextlib import suppress
+from datetime import datetime
+
+import pytest
+from loguru import logger
+
+from {{ cookiecutter.package_name }}.observability.logging import (
+    configure_logging,
+)
+from {{ cookiecutter.package_name }}.settings import (
+    SERVICE_NAME,
+    SettingsError,
+    load_settings,
+)
+
+from .conftest import PROJECT_DIR, free_port, get, make_settings
+from .ecs import ecs_record
+
+# RFC 5424 section 6: <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG
+HEADER = re.compile(
+    rb"<(?P<pri>\d{1,3})>1 (?P<time>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) "
+    rb"(?P<msgid>\S+) (?P<sd>-|\[.*?\]) (?P<msg>.*)",
+    re.DOTALL,
+)
+USER_FACILITY = 1
+SEVERITY = {"critical": 2, "error": 3, "warning": 4, "success": 5, "info": 6, "debug": 7}
+
+
+class SyslogReceiver:
+    """Takes octet-counted syslog messages (RFC 6587 section 3.4.1) on a loopback port,
+    optionally over TLS; `restart` drops every connection, as a restarting receiver does."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None, port: int = 0) -> None:
+        self.messages: list[bytes] = []
+        self.framing_errors: list[bytes] = []
+        self._tls = tls
+        self._arrived = threading.Condition()
+        self._connections: list[socket.socket] = []
+        self._listen(port)
+        self.port = self._listener.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> bool:
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self.messages) >= count, timeout)
+
+    def stop(self) -> None:
+        for sock in [self._listener, *self._connections]:
+            with suppress(OSError):  # not connected any more
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked on it
+            sock.close()
+        self._connections.clear()
+
+    def restart(self) -> None:
+        self.stop()
+        self._listen(self.port)
+
+    def _listen(self, port: int) -> None:
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", port))
+        self._listener.listen()
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+                if self._tls is not None:
+                    connection = self._tls.wrap_socket(connection, server_side=True)
+            except ssl.SSLError:
+                continue  # a client that does not trust us: it tries again
+            except OSError:
+                return  # stopped
+            self._connections.append(connection)
+            threading.Thread(target=self._read, args=(connection,), daemon=True).start()
+
+    def _read(self, connection: socket.socket) -> None:
+        received = b""
+        while chunk := self._receive(connection):
+            received += chunk
+            while (frame := self._next_frame(received)) is not None:
+                message, received = frame
+                with self._arrived:
+                    self.messages.append(message)
+                    self._arrived.notify_all()
+
+    @staticmethod
+    def _receive(connection: socket.socket) -> bytes:
+        try:
+            return connection.recv(65536)
+        except OSError:
+            return b""
+
+    def _next_frame(self, received: bytes) -> tuple[bytes, bytes] | None:
+        length, space, rest = received.partition(b" ")
+        if not space:
+            return None
+        if not length.isdigit():
+            self.framing_errors.append(received[:80])
+            return None
+        if len(rest) < int(length):
+            return None
+        return rest[: int(length)], rest[int(length) :]
+
+
+@pytest.fixture
+def receiver():
+    started = SyslogReceiver()
+    yield started
+    started.stop()
+
+
+def parse(message: bytes) -> dict:
+    header = HEADER.fullmatch(message)
+    assert header, f"not an RFC 5424 message: {message[:120]!r}"
+    return {**header.groupdict(), "record": ecs_record(header["msg"].decode())}
+
+
+def test_each_line_is_an_octet_counted_rfc_5424_message_with_the_json_as_msg(receiver):
+    configure_logging(make_settings(log_syslog_address=receiver.address))
+    logger.info("two\nlines in one message")  # the framing keeps it one message
+    logger.warning("é, and a \u2028 line separator")
+    logger.error("failed")
+    assert receiver.wait_for(3)
+
+    messages = [parse(message) for message in receiver.messages]
+    assert receiver.framing_errors == []
+    assert [m["record"]["message"] for m in messages] == [
+        "two\nlines in one message",
+        "é, and a \u2028 line separator",
+        "failed",
+    ]
+    for m in messages:
+        severity = SEVERITY[m["record"]["log.level"]]
+        assert int(m["pri"]) == USER_FACILITY * 8 + severity
+        assert m["time"].endswith(b"Z")
+        assert datetime.fromisoformat(m["time"].decode()).tzinfo is not None
+        assert m["host"].decode() == socket.gethostname()
+        assert m["app"].decode() == SERVICE_NAME[:48]  # the longest APP-NAME RFC 5424 allows
+        assert m["procid"] == str(os.getpid()).encode()
+        assert (m["msgid"], m["sd"]) == (b"-", b"-")
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for 127.0.0.1, and its key, made with the openssl tool."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "receiver.pem", tmp_path / "receiver.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def tls_receiver(cert, key) -> SyslogReceiver:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return SyslogReceiver(tls=context)
+
+
+def test_lines_go_over_tls_to_a_receiver_whose_certificate_the_ca_file_trusts(certificate):
+    receiver = tls_receiver(*certificate)
+    try:
+        settings = make_settings(
+            log_syslog_address=receiver.address, log_syslog_tls=True,
+            log_syslog_ca_file=certificate[0],
+        )  # fmt: skip
+        configure_logging(settings)
+        logger.info("over TLS")
+        assert receiver.wait_for(1)
+        assert parse(receiver.messages[0])["record"]["message"] == "over TLS"
+    finally:
+        receiver.stop()
+
+
+def test_a_receiver_whose_certificate_is_not_trusted_gets_nothing_and_stderr_says_why(
+    certificate, capsys
+):
+    receiver = tls_receiver(*certificate)
+    try:
+        settings = make_settings(log_syslog_address=receiver.address, log_syslog_tls=True)
+        configure_logging(settings)  # the system's CAs: they do not know this certificate
+        logger.info("kept back")
+        errors = wait_for_stderr(capsys, "certificate verify failed")
+        assert f"cannot reach syslog at {receiver.address}" in errors
+        assert receiver.messages == []
+    finally:
+        receiver.stop()
+
+
+def wait_for_stderr(capsys, text: str, timeout: float = 15.0) -> str:
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while text not in seen and time.monotonic() < deadline:
+        seen += capsys.readouterr().err
+        time.sleep(0.02)
+    assert text in seen, seen
+    return seen
+
+
+def test_lines_wait_while_the_receiver_is_away_and_what_overflows_is_counted_and_told(capsys):
+    port = free_port()  # nobody listens on it yet
+    counted = []
+    settings = make_settings(
+        log_syslog_address=f"127.0.0.1:{port}", log_syslog_buffer_bytes=64 * 1024
+    )
+    configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
+    for number in range(600):  # about 150 KB of messages: more than the buffer holds
+        logger.info("line {} {}", number, "x" * 100)
+    dropped = sum(lines for _, _, lines in counted)
+    assert {(sink, reason) for sink, reason, _ in counted} == {("syslog", "buffer_full")}
+    assert 0 < dropped < 600
+
+    receiver = SyslogReceiver(port=port)
+    try:
+        assert receiver.wait_for(600 - dropped)
+        numbers = [int(parse(m)["record"]["message"].split()[1]) for m in receiver.messages]
+        assert numbers == list(range(600 - dropped)), "the oldest lines are kept, in order"
+        logger.info("after")  # the buffer has room again: the episode ends with it
+        assert receiver.wait_for(600 - dropped + 1)
+        errors = wait_for_stderr(capsys, f"sending to syslog again, {dropped} lines were dropped")
+        assert errors.count("dropping lines to syslog") == 1
+        assert errors.count(f"cannot reach syslog at 127.0.0.1:{port}") == 1
+    finally:
+        receiver.stop()
+
+
+def test_a_restarted_receiver_gets_the_lines_logged_after_it_closed_the_connection(receiver):
+    configure_logging(make_settings(log_syslog_address=receiver.address))
+    for number in range(10):
+        logger.info("before {}", number)
+    assert receiver.wait_for(10)
+    receiver.restart()
+    for number in range(10):
+        logger.info("after {}", number)
+    assert receiver.wait_for(20)
+    messages = [parse(m)["record"]["message"] for m in receiver.messages]
+    assert messages == [f"before {n}" for n in range(10)] + [f"after {n}" for n in range(10)]
+
+
+def test_reconfiguring_as_on_hup_loses_no_line_and_sends_none_twice(receiver):
+    settings = make_settings(log_syslog_address=receiver.address)
+    configure_logging(settings)
+    for number in range(300):
+        logger.info("first {}", number)
+    configure_logging(settings)  # a new sender; the old one sends what it still holds
+    logger.info("second")
+    assert receiver.wait_for(301)
+    messages = [parse(m)["record"]["message"] for m in receiver.messages]
+    assert messages == [f"first {n}" for n in range(300)] + ["second"]
+
+
+def test_stopping_while_the_receiver_is_unreachable_counts_what_it_held(capsys):
+    port = free_port()
+    counted = []
+    configure_logging(
+        make_settings(log_syslog_address=f"127.0.0.1:{port}"),
+        count_lost_lines=lambda *loss: counted.append(loss),
+    )
+    for number in range(5):
+        logger.info("held {}", number)
+    wait_for_stderr(capsys, f"cannot reach syslog at 127.0.0.1:{port}")
+    logger.remove()  # without waiting for a receiver that is not there
+    assert counted == [("syslog", "stopped", 5)]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LOG_SYSLOG_ADDRESS", "logs.example.com"),
+        ("LOG_SYSLOG_ADDRESS", "logs.example.com:0"),
+        ("LOG_SYSLOG_ADDRESS", "logs.example.com:syslog"),
+        ("LOG_SYSLOG_ADDRESS", ":514"),
+        ("LOG_SYSLOG_TLS", "maybe"),
+        ("LOG_SYSLOG_CA_FILE", "/nonexistent/ca.pem"),
+        ("LOG_SYSLOG_BUFFER_BYTES", "1000"),
+    ],
+)
+def test_a_bad_syslog_setting_is_named_in_one_line(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert f"{variable}={value!r}" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("address", ["logs.example.com:6514", "[::1]:514", "10.0.0.7:601"])
+def test_documented_address_forms_are_accepted(monkeypatch, address):
+    monkeypatch.setenv("LOG_SYSLOG_ADDRESS", address)
+    assert load_settings().log_syslog_address == address
+
+
+def test_a_ca_file_that_holds_no_certificate_stops_gunicorn_with_one_line(tmp_path):
+    not_a_ca = tmp_path / "ca.pem"
+    not_a_ca.write_text("not a certificate\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+        cwd=PROJECT_DIR,
+        env={
+            "LOG_SYSLOG_ADDRESS": "127.0.0.1:6514",
+            "LOG_SYSLOG_TLS": "true",
+            "LOG_SYSLOG_CA_FILE": str(not_a_ca),
+            "LOG_FILE": "",
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(PROJECT_DIR / "src"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "invalid setting" in line]
+    assert f"invalid setting LOG_SYSLOG_CA_FILE='{not_a_ca}': " in line
+
+
+def test_under_gunicorn_the_master_sends_one_access_line_per_request(gunicorn, receiver):
+    server = gunicorn(workers=3, LOG_SYSLOG_ADDRESS=receiver.address)
+    for item_id in range(30):
+        assert get(f"{server.url}/api/items/{item_id}")[0] == 200
+    master = str(server.process.pid).encode()
+
+    def access_lines() -> list[dict]:
+        records = [parse(message) for message in receiver.messages]
+        assert {m["procid"] for m in records} == {master}, "the master alone sends"
+        access = [m["record"] for m in records if m["record"]["log.logger"] == "gunicorn.access"]
+        return [record for record in access if record["url.path"] != "/livez"]  # start probes
+
+    deadline = time.monotonic() + 15
+    while len(access_lines()) < 30 and time.monotonic() < deadline:
+        receiver.wait_for(len(receiver.messages) + 1, timeout=0.5)
+    paths = sorted(record["url.path"] for record in access_lines())
+    assert paths == sorted(f"/api/items/{item_id}" for item_id in range(30))
