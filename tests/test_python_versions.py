@@ -100,7 +100,7 @@ def test_locked_install_and_own_tests_under_each_python(cookies, with_uv, versio
 
 
 def test_pip_install_without_uv_names_a_missing_interpreter(cookies):
-    result = bake(cookies, {"python_version": "3.13", "use_docker": "no"})
+    result = bake(cookies, {"python_version": "3.13", "use_docker": "no", "use_kubernetes": "no"})
     assert result.exit_code == 0, result.exception
     missing = run(result.project_path, "make", "install", "UV=", "PYTHON=python3.99-missing")
     assert missing.returncode != 0

@@ -11,6 +11,7 @@ from .conftest import TEMPLATE_DIR, bake
 
 REFUSED = {
     "dashboard-without-metrics": {"use_prometheus": "no", "use_grafana": "yes"},
+    "kubernetes-without-image": {"use_docker": "no", "use_kubernetes": "yes"},
     "slug-with-spaces": {"project_slug": "my service"},
     "slug-uppercase": {"project_slug": "MyService"},
     "package-keyword": {"package_name": "class"},
