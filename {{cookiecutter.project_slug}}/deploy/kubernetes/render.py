@@ -5,16 +5,13 @@
 
 The manifests are the YAML files next to this script. Every object goes into the namespace
 named after the service, unless --namespace names another; --image replaces the image that
-the Deployment runs (say registry.example.com/team/service@sha256:<digest>).
-{%- if cookiecutter.use_prometheus %}
+the Deployment runs (say registry.example.com/team/service@sha256:<digest>);
+--without-api-group leaves out the objects of an API group the cluster lacks.
 
-Some manifests are filled in here from the files that the local monitoring stack reads, their
-one source, so that no copy has to be kept in step: the PrometheusRule gets the rules of
-monitoring/prometheus/alerts.yml{% if cookiecutter.use_grafana %}, and the dashboard ConfigMap the JSON of
-monitoring/grafana/dashboards/{% endif %}.
---without-prometheus-operator leaves out the ServiceMonitor and the PrometheusRule, for a
-cluster without the Prometheus Operator.
-{%- endif %}
+A manifest may take part of itself from a file of the project, its one source, so that no
+copy has to be kept in step: an annotation `render/spec-from: <file>` makes the YAML of the
+file its `spec`, and `render/data-from: <file>` makes the file's text its `data`, under the
+file's name. The annotations go; the paths are from the project's folder.
 """
 
 import argparse
@@ -28,44 +25,38 @@ import yaml
 SERVICE_NAME = "{{ cookiecutter.project_slug }}"
 HERE = Path(__file__).resolve().parent
 PROJECT_DIR = HERE.parents[1]
-{%- if cookiecutter.use_prometheus %}
-ALERTS = PROJECT_DIR / "monitoring" / "prometheus" / "alerts.yml"
-OPERATOR_API = "monitoring.coreos.com/v1"
-{%- endif %}
-{%- if cookiecutter.use_grafana %}
-DASHBOARD = PROJECT_DIR / "monitoring" / "grafana" / "dashboards" / f"{SERVICE_NAME}.json"
-# The label Grafana's sidecar looks for.
-DASHBOARD_LABEL = "grafana_dashboard"
-{%- endif %}
+SPEC_FROM = "render/spec-from"
+DATA_FROM = "render/data-from"
 
 Manifest = dict[str, Any]
 
 
 def manifests() -> list[Manifest]:
-    """Every manifest of the folder, in the order of its files{% if cookiecutter.use_prometheus %}, filled in from their sources{% endif %}."""
+    """Every manifest of the folder, in the order of its files, filled in from its sources."""
     found = []
     for path in sorted(HERE.glob("*.yaml")):
         found.extend(document for document in yaml.safe_load_all(path.read_text()) if document)
-{%- if cookiecutter.use_prometheus %}
     for manifest in found:
-        fill_in_from_source(manifest)
-{%- endif %}
+        fill_in_from_sources(manifest)
     return found
-{%- if cookiecutter.use_prometheus %}
 
 
-def fill_in_from_source(manifest: Manifest) -> None:
-    if manifest["kind"] == "PrometheusRule":
-        manifest["spec"] = yaml.safe_load(ALERTS.read_text())
-{%- if cookiecutter.use_grafana %}
-    elif DASHBOARD_LABEL in manifest["metadata"].get("labels", {}):
-        manifest["data"] = {DASHBOARD.name: DASHBOARD.read_text()}
-{%- endif %}
+def fill_in_from_sources(manifest: Manifest) -> None:
+    metadata = manifest["metadata"]
+    annotations = metadata.get("annotations", {})
+    if spec_source := annotations.pop(SPEC_FROM, None):
+        manifest["spec"] = yaml.safe_load((PROJECT_DIR / spec_source).read_text())
+    if data_source := annotations.pop(DATA_FROM, None):
+        source = PROJECT_DIR / data_source
+        manifest["data"] = {source.name: source.read_text()}
+    if not annotations:
+        metadata.pop("annotations", None)
 
 
-def made_by_the_operator(manifest: Manifest) -> bool:
-    return bool(manifest["apiVersion"] == OPERATOR_API)
-{%- endif %}
+def api_group(manifest: Manifest) -> str:
+    """`apps` of `apps/v1`; the core group (`v1`) has the empty name."""
+    group, _, _version = str(manifest["apiVersion"]).rpartition("/")
+    return group
 
 
 def set_namespace(manifest: Manifest, namespace: str) -> None:
@@ -104,23 +95,21 @@ def arguments(argv: list[str]) -> argparse.Namespace:
         default=SERVICE_NAME,
         help="the namespace of every object (default: %(default)s, the service's own)",
     )
-{%- if cookiecutter.use_prometheus %}
     parser.add_argument(
-        "--without-prometheus-operator",
-        action="store_true",
-        help="leave out the ServiceMonitor and the PrometheusRule",
+        "--without-api-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="leave out the objects of this API group (again for more than one)",
     )
-{%- endif %}
     return parser.parse_args(argv)
 
 
 def rendered(argv: list[str]) -> Iterator[Manifest]:
     options = arguments(argv)
     for manifest in manifests():
-{%- if cookiecutter.use_prometheus %}
-        if options.without_prometheus_operator and made_by_the_operator(manifest):
+        if api_group(manifest) in options.without_api_group:
             continue
-{%- endif %}
         set_namespace(manifest, options.namespace)
         if options.image:
             set_image(manifest, options.image)
