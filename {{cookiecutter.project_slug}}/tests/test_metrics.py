@@ -14,7 +14,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.observability import metrics, metrics_directory
+from {{ cookiecutter.package_name }}.observability import (
+    metrics,
+    metrics_directory,
+)
 from {{ cookiecutter.package_name }}.observability.metrics_directory import (
     MetricsDirectory,
 )
