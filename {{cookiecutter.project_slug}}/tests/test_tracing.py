@@ -13,6 +13,7 @@ from flask import Flask
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability import tracing
 from {{ cookiecutter.package_name }}.settings import (
+    SERVICE_NAME,
     SettingsError,
     load_settings,
 )
@@ -57,7 +58,7 @@ def test_one_span_per_request_named_by_its_route(collector):
     ]  # fmt: skip
     assert [status_code(span) for span in spans] == [200, 404, 500]
     assert spans[-1]["status"] == 2  # STATUS_CODE_ERROR: a 5xx failed the request
-    assert {span["resource"]["service.name"] for span in spans} == {"{{ cookiecutter.project_slug }}"}
+    assert {span["resource"]["service.name"] for span in spans} == {SERVICE_NAME}
 
 
 def status_code(span: dict) -> object:
