@@ -50,6 +50,17 @@ def open_files(pid: int) -> set[Path]:
     return {Path(os.readlink(fd)) for fd in Path(f"/proc/{pid}/fd").iterdir() if fd.is_symlink()}
 
 
+def test_a_temporary_folder_too_deep_for_a_socket_address_does_not_stop_it(gunicorn, tmp_path):
+    # Linux gives a Unix socket's address 108 bytes; macOS's TMPDIR alone takes about 50.
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 5)
+    deep.mkdir(parents=True)
+    server = gunicorn(workers=1, TMPDIR=str(deep))
+    assert get(f"{server.url}/api/items/1")[0] == 200
+    server.stop()
+    records = ecs_records((tmp_path / "logs" / "service.log").read_text())
+    assert "/api/items/1" in {record.get("url.path") for record in records}  # relayed
+
+
 def test_the_development_server_serves_too(start_service):
     command = [sys.executable, "-m", "{{ cookiecutter.package_name }}"]
     server = start_service(command, LOG_FORMAT="text")

@@ -16,10 +16,8 @@ import json
 import shutil
 import socket
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -28,6 +26,7 @@ from ..settings import Settings
 from .log_lines import line_renderers
 from .log_record_keys import PACKED, RELAYED
 from .log_sinks import Render
+from .private_sockets import private_socket_address
 from .server_hooks import at_master_exit
 
 if TYPE_CHECKING:  # loguru's types exist for type checkers only
@@ -44,8 +43,9 @@ class LogRelay:
     """The master's end: a socket, and a thread that writes what arrives through loguru."""
 
     def __init__(self) -> None:
-        self._folder = Path(tempfile.mkdtemp(prefix="log-relay-"))  # private: mode 0700
-        self.address = str(self._folder / "relay.sock")
+        address = private_socket_address("log-relay-", "relay.sock")
+        self._folder = address.parent
+        self.address = str(address)
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self.address)
         self._writing = threading.Lock()

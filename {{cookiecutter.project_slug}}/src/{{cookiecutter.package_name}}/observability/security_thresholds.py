@@ -17,16 +17,15 @@ import ipaddress
 import math
 import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from loguru import logger
 
+from .private_sockets import private_socket_address
 from .server_hooks import at_master_exit
 
 # An observation is its kind and a client address: far below this.
@@ -159,8 +158,9 @@ class ObservationListener:
 
     def __init__(self, detector: ThresholdDetector) -> None:
         self._detector = detector
-        self._folder = Path(tempfile.mkdtemp(prefix="security-"))  # private: mode 0700
-        self.address = str(self._folder / "observations.sock")
+        address = private_socket_address("security-", "observations.sock")
+        self._folder = address.parent
+        self.address = str(address)
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self.address)
         self._thread = threading.Thread(
