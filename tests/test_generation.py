@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,12 @@ COMBINATIONS = [pytest.param(name, id=name) for name in SUPPORTED]
 # monitoring files and the names: they run where those differ, not in every combination.
 LIVE_MONITORING_COMBINATIONS = {"all-defaults", "custom-names", "no-dashboard"}
 LIVE_MONITORING_TESTS = ["tests/test_monitoring_live.py", "tests/test_dashboard_live.py"]
+# Combinations that switch off only what their service and its tests never read: all their
+# other files are all-defaults' (test_the_service_and_tests_are_those_of_all_defaults), so
+# their own suite would be all-defaults' run again, minus the tests of what they leave out.
+SAME_SERVICE_AS_ALL_DEFAULTS = {"no-github-actions", "no-kubernetes"}
+# What may differ in those: documents and tooling that no test reads.
+NOT_READ_BY_THE_SERVICE = {".cookiecutter.json", ".dockerignore", "Makefile", "README.md"}
 
 
 @pytest.mark.parametrize("name", COMBINATIONS)
@@ -58,7 +65,27 @@ def test_lint_clean(baked, name):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name", COMBINATIONS)
+@pytest.mark.parametrize("name", sorted(SAME_SERVICE_AS_ALL_DEFAULTS))
+def test_the_service_and_tests_are_those_of_all_defaults(baked, name):
+    project, defaults = baked(name), baked("all-defaults")
+    differing = []
+    for path in project.files():
+        relative = path.relative_to(project.path)
+        twin = defaults.path / relative
+        if str(relative) in NOT_READ_BY_THE_SERVICE:
+            continue
+        if relative.name == "pyproject.toml":  # comments may differ, not the settings
+            same = tomllib.loads(path.read_text()) == tomllib.loads(twin.read_text())
+        else:
+            same = twin.is_file() and twin.read_bytes() == path.read_bytes()
+        if not same:
+            differing.append(str(relative))
+    assert differing == []
+
+
+@pytest.mark.parametrize(
+    "name", [param for param in COMBINATIONS if param.id not in SAME_SERVICE_AS_ALL_DEFAULTS]
+)
 def test_installs_and_its_own_test_suite_passes(baked, name):
     project = baked(name)
     install = project.install()
