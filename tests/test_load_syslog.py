@@ -168,6 +168,10 @@ def service_log_lines(service) -> list[str]:
 
 def lines_until(lines: list[str], request_id: str) -> list[str]:
     """The lines up to the access line of `request_id`, which comes after its other lines."""
-    marker = f'"http.request.id": "{request_id}", "http.request.method"'
-    [end] = [number for number, line in enumerate(lines) if marker in line]
+    [end] = [number for number, line in enumerate(lines) if is_access_line(line, request_id)]
     return lines[: end + 1]
+
+
+def is_access_line(line: str, request_id: str) -> bool:
+    record = json.loads(line)
+    return record.get("http.request.id") == request_id and record["log.logger"] == "gunicorn.access"
