@@ -66,12 +66,14 @@ def test_lint_clean(baked, name):
 
 
 @pytest.mark.parametrize("name", sorted(SAME_SERVICE_AS_ALL_DEFAULTS))
-def test_the_service_and_tests_are_those_of_all_defaults(baked, name):
-    project, defaults = baked(name), baked("all-defaults")
+def test_the_service_and_tests_are_those_of_all_defaults(cookies, name):
+    # Fresh bakes: the shared ones gather what installing and testing them leaves behind.
+    project = bake(cookies, SUPPORTED[name]).project_path
+    defaults = bake(cookies, SUPPORTED["all-defaults"]).project_path
     differing = []
-    for path in project.files():
-        relative = path.relative_to(project.path)
-        twin = defaults.path / relative
+    for path in sorted(path for path in project.rglob("*") if path.is_file()):
+        relative = path.relative_to(project)
+        twin = defaults / relative
         if str(relative) in NOT_READ_BY_THE_SERVICE:
             continue
         if relative.name == "pyproject.toml":  # comments may differ, not the settings
