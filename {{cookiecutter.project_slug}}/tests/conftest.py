@@ -123,6 +123,16 @@ class ServiceProcess:
         stop_process_group(self.process)
 
 
+def gunicorn_start_refused(**settings: str) -> subprocess.CompletedProcess:
+    """gunicorn started with `settings` and no other variable (no .env, nothing inherited), for
+    a start it must refuse: it returns once the process has ended."""
+    environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_DIR / "src"), **settings}
+    return subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+        cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
 def stop_process_group(process: subprocess.Popen | None) -> None:
     """SIGTERM to a process started in a session of its own; SIGKILL to its whole group
     (children included) if it has not stopped within 30 s."""

@@ -8,7 +8,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from contextlib import suppress
@@ -26,7 +25,7 @@ from {{ cookiecutter.package_name }}.settings import (
     load_settings,
 )
 
-from .conftest import PROJECT_DIR, free_port, get, make_settings
+from .conftest import free_port, get, gunicorn_start_refused, make_settings
 from .ecs import ecs_record
 
 # RFC 5424 section 6: <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG
@@ -311,20 +310,11 @@ def test_documented_address_forms_are_accepted(monkeypatch, address):
 def test_a_ca_file_that_holds_no_certificate_stops_gunicorn_with_one_line(tmp_path):
     not_a_ca = tmp_path / "ca.pem"
     not_a_ca.write_text("not a certificate\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=PROJECT_DIR,
-        env={
-            "LOG_SYSLOG_ADDRESS": "127.0.0.1:6514",
-            "LOG_SYSLOG_TLS": "true",
-            "LOG_SYSLOG_CA_FILE": str(not_a_ca),
-            "LOG_FILE": "",
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": str(PROJECT_DIR / "src"),
-        },
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = gunicorn_start_refused(
+        LOG_SYSLOG_ADDRESS="127.0.0.1:6514",
+        LOG_SYSLOG_TLS="true",
+        LOG_SYSLOG_CA_FILE=str(not_a_ca),
+        LOG_FILE="",
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

@@ -1,13 +1,12 @@
 """The service as it runs: under gunicorn in production, on the development server."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import PROJECT_DIR, get
+from .conftest import get, gunicorn_start_refused
 from .ecs import ecs_record, ecs_records
 
 
@@ -71,19 +70,7 @@ def test_the_development_server_serves_too(start_service):
 
 
 def test_a_bad_setting_stops_gunicorn_with_one_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=PROJECT_DIR,
-        env={
-            "LOG_LEVEL": "LOUD",
-            "PATH": "/usr/bin:/bin",
-            "TMPDIR": str(tmp_path),
-            "PYTHONPATH": str(PROJECT_DIR / "src"),
-        },
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = gunicorn_start_refused(LOG_LEVEL="LOUD", TMPDIR=str(tmp_path))
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "invalid setting LOG_LEVEL='LOUD'" in result.stderr
