@@ -1,10 +1,11 @@
 """gunicorn on a free loopback port: a baked project with its own gunicorn.conf.py, or any app."""
 
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
-from .loopback import LOOPBACK, LoopbackProcess, fetch
+from .loopback import LOOPBACK, LoopbackProcess, fetch, wait_for
 
 
 class Gunicorn(LoopbackProcess):
@@ -40,6 +41,22 @@ class Gunicorn(LoopbackProcess):
         pid = self.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         return [int(child) for child in children]
+
+    def reload(self, timeout: float = 120.0) -> None:
+        """HUP, and wait until as many new workers as before have replaced the old ones.
+
+        A master that exits meanwhile (new workers that cannot boot halt it) fails at once,
+        with its last output."""
+        old = set(self.worker_pids())
+        self.process.send_signal(signal.SIGHUP)
+
+        def replaced() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited on HUP: {self.output.read_text()[-3000:]}")
+            pids = set(self.worker_pids())
+            return len(pids) == len(old) and not pids & old
+
+        wait_for(replaced, timeout, what="gunicorn to replace its workers after a HUP")
 
     def metric(self, name: str, **labels: str) -> float:
         """The total of one metric on /metrics, over the samples with these labels."""

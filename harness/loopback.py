@@ -29,6 +29,16 @@ def fetch(url: str, timeout: float = 10) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def wait_for(condition, timeout: float = 60.0, what: str = "a condition"):
+    """Poll `condition` until it returns something true, and return that. `timeout` is a
+    bound for a stuck test, not a measure: on a busy machine waits run long."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.05)
+    return result
+
+
 class LoopbackProcess:
     """A server process on 127.0.0.1 and a free port, ready when `ready_path` answers 200.
 

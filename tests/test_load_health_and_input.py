@@ -5,9 +5,10 @@ import os
 import signal
 import socket
 import threading
-import time
 
 import pytest
+
+from harness.loopback import wait_for
 
 from .load import send_all
 from .service import GunicornService
@@ -126,12 +127,10 @@ def test_a_bad_setting_on_reload_keeps_the_service_and_its_settings(baked, tmp_p
         service.stop()
 
 
-def _wait_for_log_line(service, text: str, timeout: float = 15) -> str:
+def _wait_for_log_line(service, text: str) -> str:
     log_file = service.log_dir / "service.log"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log_file.read_text().splitlines():
-            if text in line:
-                return line
-        time.sleep(0.2)
-    raise AssertionError(f"no log line with {text!r} within {timeout} s")
+
+    def line_with_text() -> str | None:
+        return next((line for line in log_file.read_text().splitlines() if text in line), None)
+
+    return wait_for(line_with_text, what=f"a log line with {text!r}")

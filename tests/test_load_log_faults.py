@@ -14,16 +14,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.loopback import wait_for
+
 from .load import send_all
 from .service import GunicornService
 from .test_load_logs import access_ids, mixed_paths, read_lines, served
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "a condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.05)
 
 
 def timed_load(url: str, count: int, clients: int = 8) -> list[tuple[str, int | None, float]]:

@@ -1,9 +1,7 @@
 """The multiprocess metrics directory under gunicorn: bounded through hundreds of worker
 replacements with totals exact, and removed on exit when the service made it."""
 
-import signal
 import threading
-import time
 from collections import Counter
 from itertools import pairwise
 
@@ -117,7 +115,8 @@ def test_a_directory_the_service_made_is_removed_on_exit_even_after_a_reload(bak
     try:
         made = list(temporary.glob("metrics-*"))
         assert len(made) == 1 and any(made[0].glob("*.db"))
-        _reload(service)  # HUP re-runs gunicorn.conf.py
+        service.wait_for_workers(2)  # settled: every worker has booted before the HUP
+        service.reload()  # gunicorn.conf.py runs again
         send_all(service.url, mixed_paths(5))
     finally:
         service.stop()
@@ -135,15 +134,3 @@ def test_a_directory_given_by_the_operator_is_kept_on_exit(baked, tmp_path):
     finally:
         service.stop()
     assert given.is_dir() and any(given.glob("*.db"))
-
-
-def _reload(service, timeout: float = 30) -> None:
-    old = set(service.worker_pids())
-    service.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = set(service.worker_pids())
-        if len(pids) == len(old) and not pids & old:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"gunicorn did not replace its workers within {timeout} s of a HUP")

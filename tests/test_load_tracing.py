@@ -7,8 +7,6 @@ counted as dropped, not lost silently; a reload exports what the old workers hel
 """
 
 import json
-import os
-import signal
 import statistics
 import time
 import uuid
@@ -17,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from harness.loopback import wait_for
 from harness.otlp import OtlpProcess
 
 from .service import GunicornService
@@ -30,14 +29,6 @@ ROUTES = {
 }
 CALLER_SPAN_ID = "00f067aa0ba902b7"
 RESOURCE_ATTRIBUTES = "deployment.region=test-1,team=checkout%20web"
-
-
-def wait_for(condition, timeout: float = 60.0, what: str = "a condition"):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.1)
-    return result
 
 
 @pytest.fixture
@@ -162,10 +153,8 @@ def test_a_receiver_down_costs_no_request_and_its_spans_are_counted_as_dropped(
 def test_a_reload_exports_what_the_old_workers_held(baked, tmp_path, receiver):
     service = traced_service(baked, tmp_path, receiver)
     try:
-        old_workers = set(service.worker_pids())
         send(service.url, ["/api/items/4"] * 60)
-        os.kill(service.process.pid, signal.SIGHUP)
-        wait_for(lambda: not old_workers & set(service.worker_pids()), what="old workers to exit")
+        service.reload()
         # No waiting for the export schedule: the old workers exported as they exited.
         assert len(receiver.server_spans()) == 60
         send(service.url, ["/api/items/5"] * 60)
