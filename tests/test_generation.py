@@ -65,6 +65,22 @@ def test_lint_clean(baked, name):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_mutation_testing_copies_every_file_the_tests_read(baked, name):
+    """mutmut runs the tests in a copy of the project: a file they read that it leaves out
+    fails its first step, and with it the whole run."""
+    project = baked(name)
+    mutmut = tomllib.loads((project.path / "pyproject.toml").read_text())["tool"]["mutmut"]
+    copied = {*mutmut["source_paths"], *mutmut["also_copy"], "tests"}
+    read = {
+        top_level
+        for test_file in (project.path / "tests").glob("*.py")
+        for top_level in re.findall(r'PROJECT_DIR / "([^"]+)"', test_file.read_text())
+    }
+    assert read and read - copied == set()
+    assert [path for path in copied if not (project.path / path).exists()] == []
+
+
 @pytest.mark.parametrize("name", sorted(SAME_SERVICE_AS_ALL_DEFAULTS))
 def test_the_service_and_tests_are_those_of_all_defaults(cookies, name):
     # Fresh bakes: the shared ones gather what installing and testing them leaves behind.
