@@ -2,7 +2,8 @@
 
 The service's port answers anyone who can reach the service; the metrics tell its routes,
 its version and its errors. With METRICS_PORT set, the master serves /metrics on that port
-alone, from a thread of its own, and the workers answer /metrics with 404 and `/readyz`
+alone, on the interface the service listens on (all of them in gunicorn.conf.py), from a
+thread of its own, and the workers answer /metrics with 404 and `/readyz`
 with its status alone (metrics.py). Publish the service's port, and let only Prometheus
 reach METRICS_PORT.
 
@@ -15,11 +16,14 @@ gunicorn.conf.py imports this module before PROMETHEUS_MULTIPROC_DIR is set
 """
 
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from gunicorn.util import parse_address
 
 from ..settings import SERVICE_NAME, current_settings
 from .server_hooks import ServerHooks
@@ -47,7 +51,7 @@ class InternalMetricsServer(ServerHooks):
         if port is None:
             return
         try:
-            metrics_server = _MetricsServer(("0.0.0.0", port), _metrics_only())
+            metrics_server = _MetricsServer((_service_host(server), port), _metrics_only())
         except OSError as error:
             raise SystemExit(f"{SERVICE_NAME}: METRICS_PORT={port}: {error.strerror}") from None
         # The workers need no copy of the listening socket: the port is free once the master ends.
@@ -55,6 +59,12 @@ class InternalMetricsServer(ServerHooks):
         name = "metrics-server"
         threading.Thread(target=metrics_server.serve_forever, name=name, daemon=True).start()
         INTERNAL_METRICS_PORT.port = port
+
+
+def _service_host(server: "Arbiter") -> str:
+    """The host of gunicorn's first address; all interfaces for a Unix socket."""
+    address = parse_address(server.cfg.bind[0])
+    return address[0] if isinstance(address, tuple) else "0.0.0.0"
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -68,6 +78,8 @@ class _MetricsServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a scrape in progress does not hold up the master's exit
 
     def __init__(self, address: tuple[str, int], app: WsgiApp) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _QuietHandler)
         self.set_app(app)
 
