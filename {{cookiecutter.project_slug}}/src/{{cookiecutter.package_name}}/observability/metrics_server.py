@@ -3,9 +3,8 @@
 The service's port answers anyone who can reach the service; the metrics tell its routes,
 its version and its errors. With METRICS_PORT set, the master serves /metrics on that port
 alone, on the interface the service listens on (all of them in gunicorn.conf.py), from a
-thread of its own, and the workers answer /metrics with 404 and `/readyz`
-with its status alone (metrics.py). Publish the service's port, and let only Prometheus
-reach METRICS_PORT.
+thread of its own; the workers answer /metrics with 404 and `/readyz` with its status alone
+(metrics.py). Publish the service's port, and let only Prometheus reach METRICS_PORT.
 
 The master reads the same files as a worker's /metrics would, through the same collector
 (metrics_store.py): the same series, the dead workers' counts included. It answers while
@@ -46,6 +45,8 @@ INTERNAL_METRICS_PORT = InternalMetricsPort()
 
 
 class InternalMetricsServer(ServerHooks):
+    """Binds METRICS_PORT before the first worker starts: on_starting is not run on HUP."""
+
     def on_starting(self, server: "Arbiter") -> None:
         port = current_settings().metrics_port
         if port is None:
@@ -56,8 +57,10 @@ class InternalMetricsServer(ServerHooks):
             raise SystemExit(f"{SERVICE_NAME}: METRICS_PORT={port}: {error.strerror}") from None
         # The workers need no copy of the listening socket: the port is free once the master ends.
         os.register_at_fork(after_in_child=metrics_server.socket.close)
-        name = "metrics-server"
-        threading.Thread(target=metrics_server.serve_forever, name=name, daemon=True).start()
+        serving = threading.Thread(
+            target=metrics_server.serve_forever, name="metrics-server", daemon=True
+        )
+        serving.start()
         INTERNAL_METRICS_PORT.port = port
 
 
