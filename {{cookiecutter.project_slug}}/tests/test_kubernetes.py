@@ -107,13 +107,18 @@ def test_the_selectors_find_the_pods(manifests):
     assert (target["kind"], target["name"]) == ("Deployment", NAME)
 
 
+def named_port(ports: list[dict], name: str) -> dict:
+    [found] = [port for port in ports if port["name"] == name]
+    return found
+
+
 def test_the_port_is_the_one_the_image_serves_on(manifests):
     exposed = re.search(r"^EXPOSE (\d+)$", (PROJECT_DIR / "Dockerfile").read_text(), re.M)
     assert exposed
-    [port] = container(manifests)["ports"]
+    port = named_port(container(manifests)["ports"], "http")
     assert port["containerPort"] == int(exposed.group(1))
     assert environment(manifests)["PORT"] == exposed.group(1)
-    [service_port] = one(manifests, "Service")["spec"]["ports"]
+    service_port = named_port(one(manifests, "Service")["spec"]["ports"], "http")
     assert service_port["targetPort"] == port["name"]
 
 
@@ -179,6 +184,27 @@ def test_prometheus_scrapes_the_job_that_the_alerts_select(manifests):
     [endpoint] = monitor["spec"]["endpoints"]
     assert endpoint["path"] == METRICS_PATH
     assert endpoint["port"] in [port["name"] for port in service["spec"]["ports"]]
+
+
+def test_the_metrics_port_is_the_one_the_image_serves_them_on(manifests):
+    in_image = re.search(r"\bMETRICS_PORT=(\d+)\b", (PROJECT_DIR / "Dockerfile").read_text())
+    assert in_image
+    port = named_port(container(manifests)["ports"], "metrics")
+    assert port["containerPort"] == int(in_image.group(1))
+    assert environment(manifests)["METRICS_PORT"] == in_image.group(1)
+    service_port = named_port(one(manifests, "Service")["spec"]["ports"], "metrics")
+    assert service_port["targetPort"] == "metrics"
+    [endpoint] = one(manifests, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == service_port["name"]
+
+
+def test_only_prometheus_may_reach_the_metrics_port(manifests):
+    rules = one(manifests, "NetworkPolicy")["spec"]["ingress"]
+    open_to = {port["port"]: rule.get("from") for rule in rules for port in rule["ports"]}
+    assert open_to["http"] is None  # anyone
+    [prometheus] = open_to["metrics"]
+    assert prometheus["namespaceSelector"]["matchLabels"]
+    assert prometheus["podSelector"]["matchLabels"]
 
 
 def test_the_rule_resource_holds_the_rules_of_alerts_yml(manifests):
