@@ -461,9 +461,9 @@ def replicas(project, tmp_path_factory):
 
 def test_the_dashboard_and_rules_add_up_the_pods(project, replicas):
     window = replicas.phase(MIX)
+    assert recording_rule_problems(replicas, window) == {}  # the burn-rate panels read them
     assert dashboard_problems(project, replicas, window) == {}
     assert per_worker_problems(project, replicas, window) == []
-    assert recording_rule_problems(replicas, window) == {}
     # Every pod up: no alert about a pod; errors below the thresholds: none about them.
     for name in ("TargetDown", "MetricsAbsent", *ERROR_ALERTS):
         assert replicas.query(alert_expression(replicas, name), window.end) == [], name
@@ -472,9 +472,9 @@ def test_the_dashboard_and_rules_add_up_the_pods(project, replicas):
 def test_with_a_pod_stopped_the_aggregates_cover_the_others(project, replicas):
     stopped = replicas.stop(2)
     window = replicas.phase(BURST)
+    assert recording_rule_problems(replicas, window) == {}  # the burn-rate panels read them
     assert dashboard_problems(project, replicas, window) == {}
     assert per_worker_problems(project, replicas, window) == []
-    assert recording_rule_problems(replicas, window) == {}
 
     down = replicas.query(alert_expression(replicas, "TargetDown"), window.end)
     assert [(one["metric"]["pod"], one["metric"]["instance"]) for one in down] == [
