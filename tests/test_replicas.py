@@ -113,8 +113,8 @@ class Window:
 
 
 class Replicas:
-    """The pods and the Prometheus that scrapes them; `sent` is every request since the
-    warm-up, `running` the pods not stopped."""
+    """The pods and the Prometheus that scrapes them. `sent` counts every request by (pod,
+    path), `since_warm_up` those that increase() can see; `running` are the pods not stopped."""
 
     def __init__(self, project, workdir, running: ExitStack):
         self.job = project.answers["project_slug"]
@@ -128,8 +128,8 @@ class Replicas:
         self.prometheus.start()
         running.callback(self.prometheus.stop)
         self.running = list(self.pods)
-        self.warmed_up = Window(time.time())
-        self.counted = Window(0.0)
+        self.sent: Counter = Counter()
+        self.since_warm_up = Window(0.0)
         self.rules = [rule for group in yaml.safe_load(alerts.read_text())["groups"]
                       for rule in group["rules"]]  # fmt: skip
 
@@ -156,7 +156,8 @@ class Replicas:
         }  # fmt: skip
 
     def send(self, traffic: dict[int, dict[str, int]], window: Window, seconds: float = 0) -> None:
-        """The requests, the pods' and paths' taken in turn, spread over `seconds`."""
+        """The requests, the pods' and paths' taken in turn, spread over `seconds`; `window`
+        and `sent` count them."""
         requests = interleaved([[(self.pods[index], path)] * count
                                 for index, paths in traffic.items()
                                 for path, count in paths.items()])  # fmt: skip
@@ -166,18 +167,19 @@ class Replicas:
             status, _body = fetch(pod.service.url + path)
             assert str(status) == REQUESTS[path]["status"], (pod.name, path, status)
             window.sent[pod.name, path] += 1
+            self.sent[pod.name, path] += 1
 
     def warm_up(self) -> None:
         """One request of each kind to each pod, so that every series the tests count
         exists before they count: a counter's first sample is invisible to increase()."""
-        self.send({index: dict.fromkeys(REQUESTS, 1) for index in range(PODS)}, self.warmed_up)
+        self.send({index: dict.fromkeys(REQUESTS, 1) for index in range(PODS)}, Window(0.0))
         self.wait_until_scraped()
-        self.counted.start = time.time()
+        self.since_warm_up.start = time.time()
 
     def wait_until_scraped(self) -> None:
         """Until Prometheus has every request sent to the running pods, exactly."""
         sent: Counter = Counter()
-        for (pod, path), n in self.warmed_up.sent.items():
+        for (pod, path), n in self.sent.items():
             sent[pod, REQUESTS[path]["status"]] += n
         running = {pod.name for pod in self.running}
         expected = {key: n for key, n in sent.items() if key[0] in running}
@@ -189,21 +191,23 @@ class Replicas:
                     if one["metric"]["pod"] in running}  # fmt: skip
 
         wait_for(lambda: scraped() == expected, WAIT_SECONDS,
-                 what=f"Prometheus to scrape {expected}, not {scraped()}")  # fmt: skip
+                 what=f"Prometheus to scrape {expected}")  # fmt: skip
 
     def phase(self, traffic: dict[int, dict[str, int]]) -> Window:
         """Send the traffic to its pods and return its window, once Prometheus has scraped it.
         The window starts before a scrape of each running pod that precedes the traffic."""
         window = Window(time.time())
+        # timestamp() of a selector alone: of anything else it gives the time of the query.
         scraped_since = f'timestamp(up{{job="{self.job}"}}) > {window.start}'
-        wait_for(lambda: len(self.prometheus.query(scraped_since)) == len(self.running),
-                 WAIT_SECONDS, what="a scrape of each pod")  # fmt: skip
+        running = {pod.name for pod in self.running}
+        wait_for(lambda: running <= {one["metric"]["pod"]
+                                     for one in self.prometheus.query(scraped_since)},
+                 WAIT_SECONDS, what="a scrape of each running pod")  # fmt: skip
         self.send(traffic, window, PHASE_SECONDS)
-        self.warmed_up.sent.update(window.sent)
-        self.counted.sent.update(window.sent)
+        self.since_warm_up.sent.update(window.sent)
         self.wait_until_scraped()
         self.wait_for_rules()
-        window.end = self.counted.end = time.time()
+        window.end = self.since_warm_up.end = time.time()
         return window
 
     def wait_for_rules(self) -> None:
@@ -212,7 +216,7 @@ class Replicas:
         now = time.time()
 
         def evaluated_since() -> bool:
-            groups = self.prometheus._api("rules")["groups"]
+            groups = self.prometheus.rule_groups()
             return all(rfc3339_seconds(group["lastEvaluation"]) > now for group in groups)
 
         wait_for(evaluated_since, WAIT_SECONDS, what="the rules evaluated")
@@ -226,10 +230,10 @@ class Replicas:
         return pod
 
     def query(self, expression: str, at: float) -> list[dict]:
-        return self.prometheus._api("query", query=expression, time=at)
+        return self.prometheus.query(expression, at)
 
     def alerts(self) -> list[dict]:
-        return self.prometheus._api("alerts")["alerts"]
+        return self.prometheus.alerts()
 
 
 def interleaved(runs: list[list]) -> list:
@@ -302,6 +306,9 @@ PANEL_VALUES: dict[tuple[str, str], Check] = {
     ("Instances up", "A"): (
         lambda found, _, pods: [] if found == {frozenset(): len(pods.running)} else [str(found)]
     ),
+    ("Requests in flight", "B"): (  # the workers of each pod
+        lambda found, _, pods: [] if set(found.values()) == {WORKERS} else [str(found)]
+    ),
 }
 # Panels whose query may draw nothing over the tests' traffic: no request timed out.
 MAY_BE_EMPTY = {("Requests ended by the worker timeout", "A")}
@@ -316,7 +323,7 @@ def security_events(found: dict, window: Window, _pods) -> list[str]:
 
 def availability(found: dict, _window: Window, replicas: "Replicas") -> list[str]:
     """Over 30 days: every request since the warm-up, the stopped pod's too."""
-    since = replicas.counted
+    since = replicas.since_warm_up
     return check_ratio({labels: 1 - value for labels, value in found.items()},
                        since.error_ratio(), since)  # fmt: skip
 
@@ -488,7 +495,7 @@ def test_with_a_pod_stopped_the_aggregates_cover_the_others(project, replicas):
         return {alert["labels"]["alertname"]: alert["labels"] for alert in replicas.alerts()
                 if alert["labels"]["alertname"] in ERROR_ALERTS}  # fmt: skip
 
-    found = wait_for(lambda: len(error_alerts()) == len(ERROR_ALERTS) and error_alerts(),
+    found = wait_for(lambda: (alerts := error_alerts()).keys() == ERROR_ALERTS and alerts,
                      WAIT_SECONDS, what=f"{ERROR_ALERTS} pending")  # fmt: skip
     assert {name: labels.get("job") for name, labels in found.items()} == dict.fromkeys(
         ERROR_ALERTS, replicas.job
