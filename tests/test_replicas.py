@@ -312,6 +312,8 @@ PANEL_VALUES: dict[tuple[str, str], Check] = {
 }
 # Panels whose query may draw nothing over the tests' traffic: no request timed out.
 MAY_BE_EMPTY = {("Requests ended by the worker timeout", "A")}
+# A baseline's band needs a day of history.
+BAND = re.compile(r"_band\b")
 
 
 def security_events(found: dict, window: Window, _pods) -> list[str]:
@@ -396,7 +398,8 @@ def dashboard_problems(project, replicas: Replicas, window: Window) -> dict[str,
                 wrong.append(f"one series a running pod: {sorted(pods_of(series))}")
         elif any({"instance", "pod"} & one["metric"].keys() for one in series):
             wrong.append("a series a pod where the panel means one over the pods")
-        if not any(math.isfinite(value) for value in found.values()) and key not in MAY_BE_EMPTY:
+        may_be_empty = key in MAY_BE_EMPTY or BAND.search(target["expr"])
+        if not may_be_empty and not any(math.isfinite(value) for value in found.values()):
             wrong.append("no value")
         if key in PANEL_VALUES:
             wrong.extend(PANEL_VALUES[key](found, window, replicas))
@@ -426,9 +429,19 @@ def over_window(expression: str, window: Window) -> str:
     return re.sub(r"\[\d+[smhd]\]", f"[{int(window.seconds * 1000)}ms]", expression)
 
 
+# What the recording rules of the requests give over a window of known traffic, by the
+# names they record (a regex), the job's label aside.
+RULE_VALUES: dict[str, Callable[[dict, Window], list[str]]] = {
+    r"job:flask_http_request_5xx:ratio_rate\d+[mh]": (
+        lambda found, w: check_ratio(found, w.error_ratio(), w)
+    ),
+    r"job:flask_http_request:rate5m": lambda found, w: check_rates(found, w.by(), w),
+}
+
+
 def recording_rule_problems(replicas: Replicas, window: Window) -> dict[str, list[str]]:
-    """Every recording rule, over the window: one series for the job, never one a pod; the
-    5xx ratios the overall ratio."""
+    """Every recording rule, over the window: one series for the job, never one a pod; those
+    of RULE_VALUES their value over all the pods."""
     problems = {}
     for rule in replicas.rules:
         if "record" not in rule:
@@ -436,10 +449,11 @@ def recording_rule_problems(replicas: Replicas, window: Window) -> dict[str, lis
         series = replicas.query(over_window(rule["expr"], window), window.end)
         wrong = [f"a series of {one['metric']['instance']}"
                  for one in series if "instance" in one["metric"]]  # fmt: skip
-        if rule["record"].startswith("job:flask_http_request_5xx:ratio"):
-            by_job = {labels - {("job", replicas.job)}: value
-                      for labels, value in values(series).items()}  # fmt: skip
-            wrong.extend(check_ratio(by_job, window.error_ratio(), window))
+        by_job = {labels - {("job", replicas.job)}: value
+                  for labels, value in values(series).items()}  # fmt: skip
+        for name, check in RULE_VALUES.items():
+            if re.fullmatch(name, rule["record"]):
+                wrong.extend(check(by_job, window))
         if wrong:
             problems[rule["record"]] = wrong
     return problems
