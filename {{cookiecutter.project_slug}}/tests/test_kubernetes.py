@@ -11,9 +11,11 @@ import json
 import re
 import subprocess
 import sys
+import typing
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.observability.health import (
     register_readiness_check,
@@ -23,6 +25,7 @@ from {{ cookiecutter.package_name }}.observability.metrics import (
     METRICS_PATH,
 )
 {%- endif %}
+from {{ cookiecutter.package_name }}.settings import Settings
 
 from .conftest import PROJECT_DIR
 {%- if cookiecutter.use_prometheus %}
@@ -68,6 +71,15 @@ def environment(manifests: list[dict]) -> dict[str, str]:
     settings = one(manifests, "ConfigMap", f"{NAME}-settings")["data"]
     own = {item["name"]: item.get("value") for item in container(manifests)["env"]}
     return {**settings, **own}
+
+
+def secret_settings() -> set[str]:
+    """The variables of the settings that hold a secret (typed SecretStr)."""
+    return {
+        name.upper()
+        for name, field in Settings.model_fields.items()
+        if SecretStr in (field.annotation, *typing.get_args(field.annotation))
+    }
 
 
 def test_every_kind_is_rendered(manifests):
@@ -155,6 +167,21 @@ def test_the_drain_fits_in_the_grace_period(manifests):
     assert graceful_timeout
     grace = one(manifests, "Deployment")["spec"]["template"]["spec"]
     assert grace["terminationGracePeriodSeconds"] > drain + int(graceful_timeout.group(1))
+
+
+def test_secrets_come_from_optional_secrets(manifests):
+    """A secret setting is read from a Secret, never written in the ConfigMap; without its
+    Secret the pods start all the same. What a Secret holds is a setting of the service."""
+    references = {
+        item["name"]: item["valueFrom"]["secretKeyRef"]
+        for item in container(manifests)["env"]
+        if "valueFrom" in item
+    }
+    assert secret_settings() <= references.keys()
+    assert references.keys() <= {name.upper() for name in Settings.model_fields}
+    assert all(reference.get("optional") for reference in references.values())
+    settings = one(manifests, "ConfigMap", f"{NAME}-settings")["data"]
+    assert references.keys().isdisjoint(settings)
 
 
 def test_what_the_service_writes_goes_to_its_volumes(manifests):
