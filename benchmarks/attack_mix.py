@@ -44,12 +44,11 @@ EXPECTED = {
         ("malicious_direct_reference",),
         (("SecurityEventsAboveBaseline", {"action": "malicious_direct_reference"}),),
     ),
+    # Control characters (log injection), which gunicorn refuses before the app; the
+    # episode's oversized request ids (input_validation_fail) come on top.
     "hostile_headers": Expected(
-        ("malicious_extraneous", "input_validation_fail"),
-        (
-            ("SecurityEventsAboveBaseline", {"action": "malicious_extraneous"}),
-            ("SecurityEventsAboveBaseline", {"action": "input_validation_fail"}),
-        ),
+        ("malicious_extraneous",),
+        (("SecurityEventsAboveBaseline", {"action": "malicious_extraneous"}),),
     ),
     # A burst of ordinary requests records no security event: the traffic anomaly bands
     # (request rate against its baseline) are what should see it, once the rules have them.
@@ -370,7 +369,7 @@ def judge_episodes(
         matching = [
             alert
             for alert in alerts
-            if _is_expected(alert.labels, expected)
+            if is_expected(alert.labels, expected)
             and alert_started(alert.starts_at) >= result.started - 1
         ]
         if matching:
@@ -381,7 +380,7 @@ def judge_episodes(
     return results
 
 
-def _is_expected(labels: dict, expected: Expected) -> bool:
+def is_expected(labels: dict, expected: Expected) -> bool:
     return any(
         labels.get("alertname") == name and wanted.items() <= labels.items()
         for name, wanted in expected.alerts
