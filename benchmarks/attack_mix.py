@@ -50,9 +50,9 @@ EXPECTED = {
         ("malicious_extraneous",),
         (("SecurityEventsAboveBaseline", {"action": "malicious_extraneous"}),),
     ),
-    # A burst of ordinary requests records no security event: the traffic anomaly bands
-    # (request rate against its baseline) are what should see it, once the rules have them.
-    "request_burst": Expected((), ()),
+    # A burst of ordinary requests records no security event: the request rate against its
+    # baseline is what sees it.
+    "request_burst": Expected((), (("RequestRateAboveBaseline", {}),)),
 }
 
 API_TOKEN = "normal-users-know-this-token"
@@ -325,19 +325,16 @@ class EpisodeResult:
     number: int
     episode: Episode
     started: float  # wall clock
+    expected: Expected  # of its kind, the alerts limited to those the rules define
     log_seconds: float | None = None
     clients_named: int = 0
     alert_seconds: float | None = None
     alert: str = ""
 
     @property
-    def expected(self) -> Expected:
-        return EXPECTED[self.episode.kind]
-
-    @property
     def watched(self) -> bool:
-        """Whether anything is expected to detect this kind."""
-        return bool(self.expected.log_actions or self.expected.alerts)
+        """Whether the rules have an alert for this kind: without one it cannot be detected."""
+        return bool(self.expected.alerts)
 
     @property
     def detected(self) -> bool:
@@ -346,16 +343,23 @@ class EpisodeResult:
         return self.watched and logged and alerted
 
 
+def expected_of(kind: str, defined_alerts: set[str]) -> Expected:
+    """What should detect `kind`, among the alerts that the rules define."""
+    expected = EXPECTED[kind]
+    alerts = tuple(alert for alert in expected.alerts if alert[0] in defined_alerts)
+    return Expected(expected.log_actions, alerts)
+
+
 def judge_episodes(
-    plan: Plan, started: float, events: list[LogEvent], alerts: Iterable
+    plan: Plan, started: float, events: list[LogEvent], alerts: Iterable, defined_alerts: set[str]
 ) -> list[EpisodeResult]:
     """Each episode's first log event naming one of its clients, and first expected alert at
     the webhook that became active after the episode began (not one still on from before)."""
     alerts = list(alerts)
     results = []
     for number, episode in enumerate(plan.episodes):
-        result = EpisodeResult(number, episode, started + episode.start)
-        expected = result.expected
+        expected = expected_of(episode.kind, defined_alerts)
+        result = EpisodeResult(number, episode, started + episode.start, expected)
         naming = [
             event
             for event in events

@@ -104,6 +104,12 @@ def raw_recording_rules(rules: dict) -> dict:
     return {"groups": groups}
 
 
+def alert_names(rules: dict) -> set[str]:
+    return {
+        rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule
+    }
+
+
 def referenced_metrics(rules: dict) -> set[str]:
     """Names that the rules' expressions may read (a superset: functions and labels too)."""
     names = set()

@@ -33,6 +33,7 @@ from .attack_mix import (
     Plan,
     Sender,
     attack_schedule,
+    expected_of,
     is_expected,
     judge_episodes,
     make_plan,
@@ -46,6 +47,7 @@ from .attack_stack import (
     Alertmanager,
     Prometheus,
     Webhook,
+    alert_names,
     history_openmetrics,
     longest_history_seconds,
     measure_rates,
@@ -99,10 +101,9 @@ def run_mix(
         API_TOKEN=API_TOKEN,
         **service_settings,
     )
-    rules = scale_rules(
-        yaml.safe_load((project / "monitoring/prometheus/alerts.yml").read_text()), time_scale
-    )
+    rules = scale_rules(project_rules(project), time_scale)
     workdir.mkdir(parents=True, exist_ok=True)
+    defined = alert_names(rules)
     rules_file = workdir / "alerts.yml"
     rules_file.write_text(yaml.safe_dump(rules))
     longest_run = warm_up_seconds + plan.lead_in_seconds + plan.attack_seconds + 600
@@ -156,7 +157,7 @@ def run_mix(
 
         def judged() -> list:
             events = security_log_events(log_file)
-            return judge_episodes(plan, attacks_started, events, webhook.firing())
+            return judge_episodes(plan, attacks_started, events, webhook.firing(), defined)
 
         def all_detected() -> bool:
             return time.time() > attacks_end and all(
@@ -185,6 +186,16 @@ def run_mix(
         memory_kb=memory,
         seconds=time.time() - began,
     )
+
+
+def project_rules(project: Path) -> dict:
+    return yaml.safe_load((project / "monitoring/prometheus/alerts.yml").read_text())
+
+
+def detectable_kinds(project: Path) -> tuple[str, ...]:
+    """The attack kinds that an alert of the project's rules is meant to detect."""
+    defined = alert_names(project_rules(project))
+    return tuple(kind for kind in EXPECTED if expected_of(kind, defined).alerts)
 
 
 def _wait_until(condition, deadline: float) -> bool:
@@ -245,7 +256,7 @@ def report(outcome: Outcome) -> str:
     ]
     for result in outcome.episodes:
         episode = result.episode
-        detected = "yes" if result.detected else ("no" if result.watched else "unwired")
+        detected = "yes" if result.detected else ("no" if result.watched else "no rule")
         named = f"{result.clients_named}/{len(episode.clients)}"
         lines.append(
             f"{episode.kind:<20} {result.number:>3} {len(episode.clients):>7} "
