@@ -379,9 +379,15 @@ def judge_episodes(
         if matching:
             first = min(matching, key=lambda alert: alert.received)
             result.alert_seconds = first.received - result.started
-            result.alert = first.labels["alertname"] + f"{{action={first.labels.get('action')}}}"
+            result.alert = alert_text(first.labels)
         results.append(result)
     return results
+
+
+def alert_text(labels: dict) -> str:
+    """An alert's name, and its action if it has one."""
+    action = labels.get("action")
+    return labels["alertname"] + (f"{{action={action}}}" if action else "")
 
 
 def is_expected(labels: dict, expected: Expected) -> bool:

@@ -32,6 +32,7 @@ from .attack_mix import (
     FalsePositives,
     Plan,
     Sender,
+    alert_text,
     attack_schedule,
     expected_of,
     is_expected,
@@ -290,12 +291,7 @@ def report(outcome: Outcome) -> str:
         f"flagged {len(fp.flagged)} ({100 * fp.share:.2f} %)"
     )
     quiet = sorted({alert.labels["alertname"] for alert in outcome.quiet_alerts})
-    other = sorted(
-        {
-            f"{alert.labels['alertname']}{{action={alert.labels.get('action')}}}"
-            for alert in outcome.other_alerts
-        }
-    )
+    other = sorted({alert_text(alert.labels) for alert in outcome.other_alerts})
     lines.append(
         f"alerts during the normal lead-in: {quiet or 'none'}; "
         f"other alerts during the attacks (no kind's own): {other or 'none'}"
