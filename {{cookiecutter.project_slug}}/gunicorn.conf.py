@@ -102,6 +102,10 @@ def post_fork(server: "Arbiter", worker: "Worker") -> None:
     forward_logs_to_master(settings, log_relay.address)
 
 
+def post_worker_init(worker: "Worker") -> None:
+    components.post_worker_init(worker)
+
+
 def worker_abort(worker: "Worker") -> None:
     """The worker timeout struck: report the stuck request as a timeout, not a bare exit."""
     end_timed_out_request(timeout)

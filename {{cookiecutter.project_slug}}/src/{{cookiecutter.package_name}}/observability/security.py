@@ -14,7 +14,8 @@ With no code of yours, the service records:
 - a request for a path that scanners probe (`/.env`, `/.git/config`, `/wp-login.php`, ...)
   and no route serves (malicious_direct_reference);
 - a header with control characters (malicious_extraneous), and an X-Request-ID that
-  request_context.py refuses (input_validation_fail);
+  request_context.py refuses (input_validation_fail); under gunicorn, which refuses such
+  headers itself before the app sees them, what it refuses (security_refusals.py);
 - per client, many 404 answers or failed logins within a window (malicious_excess_404,
   authn_login_fail_max), counted over all gunicorn workers (security_thresholds.py).
 
@@ -41,6 +42,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ..settings import Settings, current_settings
 from .health import polled_paths
 from .request_context import REQUEST_ID_HEADER, SAFE_REQUEST_ID
+from .security_refusals import record_refusals
 from .security_thresholds import (
     UNKNOWN_CLIENT,
     Crossing,
@@ -53,6 +55,7 @@ from .server_hooks import ServerHooks
 
 if TYPE_CHECKING:  # gunicorn's types, for type checkers only
     from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
 # Sent with the action of every security event recorded (metrics count them).
 security_event_recorded = Namespace().signal("security-event-recorded")
@@ -142,9 +145,14 @@ def security_event(action: str, *, user: str | None = None, reason: str = "") ->
 def client_address() -> str:
     """The client of the request being handled, as far as the trusted proxies tell (ProxyFix
     has set remote_addr): for code of yours that needs the client the events name."""
+    # A proxy may have written something else than an address: that client is unknown.
+    return _address(request.remote_addr or "")
+
+
+def _address(text: str) -> str:
     try:
-        return str(ipaddress.ip_address(request.remote_addr or ""))
-    except ValueError:  # a proxy wrote something else than an address
+        return str(ipaddress.ip_address(text))
+    except ValueError:
         return UNKNOWN_CLIENT
 
 
@@ -260,3 +268,15 @@ class SecurityThresholds(ServerHooks):
     def _alert(self, crossing: Crossing) -> None:
         _log_crossing(crossing)
         self._count_alert(crossing.threshold.alert)
+
+    def post_worker_init(self, worker: "Worker") -> None:
+        """Requests that gunicorn refuses before the app sees them are events too."""
+        app = worker.wsgi
+
+        def record(action: str, reason: str, peer: str) -> None:
+            # Behind trusted proxies the peer is a proxy, and X-Forwarded-For was never read.
+            hops = current_settings().trusted_proxy_hops
+            _log(action, reason, UNKNOWN_CLIENT if hops else _address(peer))
+            security_event_recorded.send(app, action=action)
+
+        record_refusals(worker, record)

@@ -1,7 +1,7 @@
 """The optional components' part in the gunicorn master, and in each worker as it ends.
 
-gunicorn calls the hooks of gunicorn.conf.py in the master, but `worker_exit` in the worker
-that exits. The core's are written there;
+gunicorn calls the hooks of gunicorn.conf.py in the master, but `post_worker_init` and
+`worker_exit` in the worker concerned. The core's are written there;
 an optional component brings a `ServerHooks` of its own, which gunicorn.conf.py lists
 once: switching the component off removes that one entry and nothing else. Any component
 cleans up after the master with `at_master_exit`.
@@ -26,6 +26,9 @@ class ServerHooks:
     def child_exit(self, server: "Arbiter", worker: "Worker") -> None:
         """A worker has exited, however it ended."""
 
+    def post_worker_init(self, worker: "Worker") -> None:
+        """In the worker: it has loaded the app and is about to serve."""
+
     def worker_exit(self, server: "Arbiter", worker: "Worker") -> None:
         """In the worker: it is about to exit, stopped, reloaded or replaced (not killed)."""
 
@@ -46,6 +49,10 @@ class EachComponent(ServerHooks):
     def child_exit(self, server: "Arbiter", worker: "Worker") -> None:
         for component in self.components:
             component.child_exit(server, worker)
+
+    def post_worker_init(self, worker: "Worker") -> None:
+        for component in self.components:
+            component.post_worker_init(worker)
 
     def worker_exit(self, server: "Arbiter", worker: "Worker") -> None:
         for component in self.components:
