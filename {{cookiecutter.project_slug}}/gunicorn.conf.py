@@ -20,7 +20,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
 )
 {%- if cookiecutter.use_prometheus %}
 from {{ cookiecutter.package_name }}.observability.metrics_directory import (
-    MetricsDirectory,
+    prepare_metrics_directory,
 )
 {%- endif %}
 {%- if cookiecutter.use_security_monitoring %}
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 # The optional components' hooks in the master (see server_hooks.py).
 components = EachComponent(
 {%- if cookiecutter.use_prometheus %}
-    MetricsDirectory(),  # made before anything imports prometheus_client
+    prepare_metrics_directory(),  # before anything imports prometheus_client
 {%- endif %}
 {%- if cookiecutter.use_opentelemetry %}
     TracingHooks(),  # each worker exports its spans before it exits

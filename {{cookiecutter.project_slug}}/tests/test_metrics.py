@@ -311,7 +311,6 @@ def test_a_metrics_directory_that_cannot_go_is_emptied(monkeypatch, tmp_path):
             remove_tree(entry) if entry.is_dir() else entry.unlink()
 
     monkeypatch.setattr(metrics_directory.shutil, "rmtree", remove_all_but_the_mount_point)
-    monkeypatch.setattr(MetricsDirectory, "emptied_by", None)  # as in a new master
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
     MetricsDirectory()
     assert directory.is_dir()
