@@ -54,14 +54,22 @@ class Prometheus(LoopbackServer):
             f"--web.listen-address=127.0.0.1:{self.port}",
         ]
 
-    def query(self, expression: str) -> list[dict]:
-        return self._api("query", query=expression)
+    def query(self, expression: str, at: float | None = None) -> list[dict]:
+        """The expression's value now, or at the time `at` (seconds since the epoch)."""
+        return self._api("query", query=expression, **({} if at is None else {"time": at}))
 
     def query_range(self, expression: str, start: float, end: float, step: float) -> list[dict]:
         return self._api("query_range", query=expression, start=start, end=end, step=step)
 
     def label_values(self, label: str, selector: str) -> list[str]:
         return self._api(f"label/{label}/values", **{"match[]": selector})
+
+    def alerts(self) -> list[dict]:
+        """The alerts pending or firing."""
+        return self._api("alerts")["alerts"]
+
+    def rule_groups(self) -> list[dict]:
+        return self._api("rules")["groups"]
 
     def _api(self, endpoint: str, **parameters) -> list:
         response = requests.get(f"{self.url}/api/v1/{endpoint}", params=parameters, timeout=10)

@@ -1,5 +1,6 @@
 """The local stack of compose.yaml asks nothing of the engine that Docker has and podman lacks,
-and every address that Alertmanager posts to is a service of the stack."""
+every address that Alertmanager posts to is a service of the stack, and Prometheus scrapes the
+service's metrics port, which no host reaches."""
 
 from urllib.parse import urlsplit
 
@@ -40,3 +41,16 @@ def test_alertmanager_posts_only_to_services_of_the_stack(baked):
     source, target, _mode = mount.split(":")
     assert (project.path / source).is_file()  # the printer script the service runs
     assert target in " ".join(printer["command"])
+
+
+def test_prometheus_scrapes_the_metrics_port_that_is_not_published(baked):
+    project = baked("all-defaults")
+    app = stack(project)["app"]
+    metrics_port = app["environment"]["METRICS_PORT"]
+    assert metrics_port != app["environment"]["PORT"]
+    assert all(not str(mapping).endswith(f":{metrics_port}") for mapping in app["ports"])
+    config = yaml.safe_load(
+        (project.path / "monitoring" / "prometheus" / "prometheus.yml").read_text()
+    )
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] != "prometheus"]
+    assert job["static_configs"] == [{"targets": [f"app:{metrics_port}"]}]

@@ -27,6 +27,7 @@ from .conftest import bake
 # One image, built once: every test of this file runs in the same xdist worker.
 pytestmark = pytest.mark.xdist_group("containers")
 
+METRICS_PORT = 9100  # where the image serves /metrics (its METRICS_PORT)
 WAIT_SECONDS = 180  # for what takes seconds on a quiet machine: a build, a scrape, an alert
 GRACE_SECONDS = 30  # the grace period the README gives `docker stop`
 
@@ -101,8 +102,10 @@ class Container:
         self.name = f"template-test-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{(metrics_port := free_port())}/metrics"
         run([docker, "run", "--detach", "--name", self.name,
-             "--publish", f"127.0.0.1:{self.port}:8000", *options, image])  # fmt: skip
+             "--publish", f"127.0.0.1:{self.port}:8000",
+             "--publish", f"127.0.0.1:{metrics_port}:{METRICS_PORT}", *options, image])  # fmt: skip
         wait_until(lambda: answers(f"{self.url}/livez"), "the container to serve")
 
     def exec(self, *command: str) -> subprocess.CompletedProcess:
@@ -132,6 +135,9 @@ def test_the_image_runs_healthy_as_its_user_on_a_read_only_root(image, container
     docker, tag = image
     service = container("--read-only", "--tmpfs", "/tmp")  # the one writable path it documents
     assert requests.get(f"{service.url}/api/items/7", timeout=10).status_code == 200
+    assert requests.get(f"{service.url}/metrics", timeout=10).status_code == 404
+    metrics = requests.get(service.metrics_url, timeout=10).text
+    assert 'flask_http_request_total{method="GET",status="200"} 1.0' in metrics
 
     healthcheck = json.loads(
         run([docker, "image", "inspect", "--format", "{{json .Config.Healthcheck}}", tag]).stdout
@@ -157,7 +163,7 @@ def test_stopping_the_container_lets_started_requests_finish(image, container):
     )
     slow.start()
     in_flight = re.compile(r"^flask_http_requests_in_flight [1-9]", re.MULTILINE)
-    wait_until(lambda: in_flight.search(requests.get(f"{service.url}/metrics", timeout=10).text),
+    wait_until(lambda: in_flight.search(requests.get(service.metrics_url, timeout=10).text),
                "the slow request to be served")  # fmt: skip
     started = time.monotonic()
     run([docker, "stop", "--time", str(GRACE_SECONDS), service.name])

@@ -65,6 +65,22 @@ def test_lint_clean(baked, name):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_mutation_testing_copies_every_file_the_tests_read(baked, name):
+    """mutmut runs the tests in a copy of the project: a file they read that it leaves out
+    fails its first step, and with it the whole run."""
+    project = baked(name)
+    mutmut = tomllib.loads((project.path / "pyproject.toml").read_text())["tool"]["mutmut"]
+    copied = {*mutmut["source_paths"], *mutmut["also_copy"], "tests"}
+    read = {
+        top_level
+        for test_file in (project.path / "tests").glob("*.py")
+        for top_level in re.findall(r'PROJECT_DIR / "([^"]+)"', test_file.read_text())
+    }
+    assert read and read - copied == set()
+    assert [path for path in copied if not (project.path / path).exists()] == []
+
+
 @pytest.mark.parametrize("name", sorted(SAME_SERVICE_AS_ALL_DEFAULTS))
 def test_the_service_and_tests_are_those_of_all_defaults(cookies, name):
     # Fresh bakes: the shared ones gather what installing and testing them leaves behind.
@@ -77,12 +93,20 @@ def test_the_service_and_tests_are_those_of_all_defaults(cookies, name):
         if str(relative) in NOT_READ_BY_THE_SERVICE:
             continue
         if relative.name == "pyproject.toml":  # comments may differ, not the settings
-            same = tomllib.loads(path.read_text()) == tomllib.loads(twin.read_text())
+            same = settings(path, project) == settings(twin, project)
         else:
             same = twin.is_file() and twin.read_bytes() == path.read_bytes()
         if not same:
             differing.append(str(relative))
     assert differing == []
+
+
+def settings(pyproject: Path, project: Path) -> dict:
+    """The settings of a pyproject.toml; mypy's files only those that `project` has."""
+    found = tomllib.loads(pyproject.read_text())
+    mypy = found["tool"]["mypy"]
+    mypy["files"] = [name for name in mypy["files"] if (project / name).exists()]
+    return found
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """The default project's metrics, as a real Prometheus sees them.
 
 The service runs under gunicorn with three workers and Prometheus scrapes it every second,
-evaluating the project's own alerts.yml, while mixed traffic flows. The generated project's
+evaluating the project's own alerts.yml, while mixed traffic flows: once on the service's port,
+once on the port of METRICS_PORT, which the gunicorn master serves. The generated project's
 own live tests (tests/test_dashboard_live.py, tests/test_monitoring_live.py, run for every
 combination by test_generation.py) check its dashboard queries and its alerts through
 Alertmanager; these check what those do not: one series per worker, and exceptions by type.
@@ -13,6 +14,8 @@ from contextlib import ExitStack
 from itertools import cycle
 
 import pytest
+
+from harness.loopback import free_port
 
 from .prometheus import Prometheus
 from .service import GunicornService
@@ -56,14 +59,14 @@ def monitoring_file(project, relative: str):
     return project.path / "monitoring" / relative
 
 
-def prometheus_config(project, service, rules) -> dict:
+def prometheus_config(project, target: str, rules) -> dict:
     config = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
                    "evaluation_interval": SCRAPE_INTERVAL},
         "rule_files": [str(rules)],
         # The job is named like the project's own prometheus.yml names it: alerts.yml selects it.
         "scrape_configs": [{"job_name": slug(project),
-                            "static_configs": [{"targets": [f"127.0.0.1:{service.port}"]}]}],
+                            "static_configs": [{"targets": [target]}]}],
     }  # fmt: skip
     return config
 
@@ -82,13 +85,19 @@ def project(baked):
     return baked("all-defaults")
 
 
-@pytest.fixture(scope="module")
-def scraped(project, tmp_path_factory):
+@pytest.fixture(scope="module", params=["service port", "METRICS_PORT"])
+def scraped(project, tmp_path_factory, request):
     """Prometheus scraping the service while mixed traffic flows, until the module ends."""
     workdir = tmp_path_factory.mktemp("monitoring")
-    service = GunicornService(project, workdir, workers=3)
+    if request.param == "METRICS_PORT":
+        metrics_port = free_port()
+        service = GunicornService(project, workdir, workers=3, METRICS_PORT=str(metrics_port))
+        target = f"127.0.0.1:{metrics_port}"
+    else:
+        service = GunicornService(project, workdir, workers=3)
+        target = f"127.0.0.1:{service.port}"
     alerts = monitoring_file(project, "prometheus/alerts.yml")
-    prometheus = Prometheus(workdir, prometheus_config(project, service, alerts))
+    prometheus = Prometheus(workdir, prometheus_config(project, target, alerts))
     with ExitStack() as running:
         for server in (service, prometheus):
             server.start()

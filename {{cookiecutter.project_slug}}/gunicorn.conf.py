@@ -22,6 +22,9 @@ from {{ cookiecutter.package_name }}.observability.logging import (
 from {{ cookiecutter.package_name }}.observability.metrics_directory import (
     prepare_metrics_directory,
 )
+from {{ cookiecutter.package_name }}.observability.metrics_server import (
+    InternalMetricsServer,
+)
 {%- endif %}
 {%- if cookiecutter.use_security_monitoring %}
 from {{ cookiecutter.package_name }}.observability.security import (
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
 components = EachComponent(
 {%- if cookiecutter.use_prometheus %}
     prepare_metrics_directory(),  # before anything imports prometheus_client
+    InternalMetricsServer(),  # /metrics on METRICS_PORT, when it is set
 {%- endif %}
 {%- if cookiecutter.use_opentelemetry %}
     TracingHooks(),  # each worker exports its spans before it exits

@@ -46,7 +46,7 @@ def run(tool: str, *arguments: str, stdin: str = "") -> subprocess.CompletedProc
         pytest.skip(f"{tool} is not installed (apt-get install prometheus prometheus-alertmanager)")
     return subprocess.run(
         [tool, *arguments], cwd=PROJECT_DIR, input=stdin, capture_output=True, text=True,
-        timeout=60,
+        timeout=120,  # the unit tests take about 25 s of CPU (the traffic baselines read a day)
     )  # fmt: skip
 
 

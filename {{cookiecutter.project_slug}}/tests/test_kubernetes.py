@@ -9,13 +9,16 @@ tests of their own, in test_kubernetes_*.py.
 import re
 import subprocess
 import sys
+import typing
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.observability.health import (
     register_readiness_check,
 )
+from {{ cookiecutter.package_name }}.settings import Settings
 
 from .conftest import PROJECT_DIR
 
@@ -66,6 +69,15 @@ def environment(manifests: list[dict]) -> dict[str, str]:
     return {**settings, **own}
 
 
+def secret_settings() -> set[str]:
+    """The variables of the settings that hold a secret (typed SecretStr)."""
+    return {
+        name.upper()
+        for name, field in Settings.model_fields.items()
+        if SecretStr in (field.annotation, *typing.get_args(field.annotation))
+    }
+
+
 def test_every_kind_is_rendered(manifests):
     """Every object of the folder's files, in their order, and the service's own once each."""
     rendered = [(manifest["kind"], manifest["metadata"]["name"]) for manifest in manifests]
@@ -95,13 +107,18 @@ def test_the_selectors_find_the_pods(manifests):
     assert (target["kind"], target["name"]) == ("Deployment", NAME)
 
 
+def named_port(ports: list[dict], name: str) -> dict:
+    [found] = [port for port in ports if port["name"] == name]
+    return found
+
+
 def test_the_port_is_the_one_the_image_serves_on(manifests):
     exposed = re.search(r"^EXPOSE (\d+)$", (PROJECT_DIR / "Dockerfile").read_text(), re.M)
     assert exposed
-    [port] = container(manifests)["ports"]
+    port = named_port(container(manifests)["ports"], "http")
     assert port["containerPort"] == int(exposed.group(1))
     assert environment(manifests)["PORT"] == exposed.group(1)
-    [service_port] = one(manifests, "Service")["spec"]["ports"]
+    service_port = named_port(one(manifests, "Service")["spec"]["ports"], "http")
     assert service_port["targetPort"] == port["name"]
 
 
@@ -138,6 +155,21 @@ def test_the_drain_fits_in_the_grace_period(manifests):
     assert graceful_timeout
     grace = one(manifests, "Deployment")["spec"]["template"]["spec"]
     assert grace["terminationGracePeriodSeconds"] > drain + int(graceful_timeout.group(1))
+
+
+def test_secrets_come_from_optional_secrets(manifests):
+    """A secret setting is read from a Secret, never written in the ConfigMap; without its
+    Secret the pods start all the same. What a Secret holds is a setting of the service."""
+    references = {
+        item["name"]: item["valueFrom"]["secretKeyRef"]
+        for item in container(manifests)["env"]
+        if "valueFrom" in item
+    }
+    assert secret_settings() <= references.keys()
+    assert references.keys() <= {name.upper() for name in Settings.model_fields}
+    assert all(reference.get("optional") for reference in references.values())
+    settings = one(manifests, "ConfigMap", f"{NAME}-settings")["data"]
+    assert references.keys().isdisjoint(settings)
 
 
 def test_what_the_service_writes_goes_to_its_volumes(manifests):

@@ -1,7 +1,10 @@
-"""The Kubernetes manifests of the metrics: the scrape, the alert rules, the metrics directory.
+"""The Kubernetes manifests of the metrics: the scrape and its port, the alert rules, the
+metrics directory.
 
 Like test_kubernetes.py, these tests read what render.py prints for `kubectl apply`.
 """
+
+import re
 
 import pytest
 import yaml
@@ -10,8 +13,9 @@ from {{ cookiecutter.package_name }}.observability.metrics import (
     METRICS_PATH,
 )
 
+from .conftest import PROJECT_DIR
 from .promql import ALERTS, service_job
-from .test_kubernetes import container, environment, one, render
+from .test_kubernetes import container, environment, named_port, one, render
 
 OPERATOR_API_GROUP = "monitoring.coreos.com"
 
@@ -49,6 +53,27 @@ def test_prometheus_scrapes_the_job_that_the_alerts_select(manifests):
     [endpoint] = monitor["spec"]["endpoints"]
     assert endpoint["path"] == METRICS_PATH
     assert endpoint["port"] in [port["name"] for port in service["spec"]["ports"]]
+
+
+def test_the_metrics_port_is_the_one_the_image_serves_them_on(manifests):
+    in_image = re.search(r"\bMETRICS_PORT=(\d+)\b", (PROJECT_DIR / "Dockerfile").read_text())
+    assert in_image
+    port = named_port(container(manifests)["ports"], "metrics")
+    assert port["containerPort"] == int(in_image.group(1))
+    assert environment(manifests)["METRICS_PORT"] == in_image.group(1)
+    service_port = named_port(one(manifests, "Service")["spec"]["ports"], "metrics")
+    assert service_port["targetPort"] == "metrics"
+    [endpoint] = one(manifests, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == service_port["name"]
+
+
+def test_only_prometheus_may_reach_the_metrics_port(manifests):
+    rules = one(manifests, "NetworkPolicy")["spec"]["ingress"]
+    open_to = {port["port"]: rule.get("from") for rule in rules for port in rule["ports"]}
+    assert open_to["http"] is None  # anyone
+    [prometheus] = open_to["metrics"]
+    assert prometheus["namespaceSelector"]["matchLabels"]
+    assert prometheus["podSelector"]["matchLabels"]
 
 
 def test_the_rule_resource_holds_the_rules_of_alerts_yml(manifests):

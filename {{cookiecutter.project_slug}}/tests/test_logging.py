@@ -198,6 +198,16 @@ def test_gunicorn_access_lines_are_structured(capsys):
     }
 
 
+def test_a_request_without_a_user_agent_has_no_user_agent_field(capsys):
+    configure_logging(make_settings())
+    response = SimpleNamespace(status="200 OK", sent=2, headers=[("X-Request-ID", "req-2")])
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": "127.0.0.1"}
+    gunicorn_logger_writing_access_lines().access(response, None, environ, timedelta(0))
+    record = json_lines(capsys.readouterr().out)[-1]
+    assert record["http.request.id"] == "req-2"
+    assert "user_agent.original" not in record  # absent, as ECS leaves a field it has no value for
+
+
 ACCESS_FIELDS = [
     "http.request.id", "client.address", "user_agent.original", "http.request.method",
     "url.path", "http.response.status_code", "http.response.body.bytes", "event.duration",

@@ -13,7 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from {{ cookiecutter.package_name }}.observability import metrics_store
 
-from .conftest import get
+from .conftest import PROJECT_DIR, get
 from .test_metrics import sample
 
 # A worker of its own: prometheus_client in multiprocess mode, one sample of each kind.
@@ -105,6 +105,53 @@ def test_a_fold_waits_for_a_scrape_in_progress(tmp_path):
         assert files_of(tmp_path) == dead_files
     fold.join(timeout=10)
     assert not any(name.endswith(f"_{dead}.db") for name in files_of(tmp_path))
+
+
+# The gunicorn master with METRICS_PORT: a scrape in a thread, a worker forked meanwhile.
+FORK_DURING_A_SCRAPE = """
+import fcntl, os, sys, threading
+from {module} import metrics_store
+
+directory = sys.argv[1]
+collector = metrics_store.LockedMultiProcessCollector(None, path=directory)
+reading, finish = threading.Event(), threading.Event()
+
+def slow_merge(files, accumulate=True):
+    reading.set()
+    finish.wait()
+    return []
+
+collector.merge = slow_merge
+scrape = threading.Thread(target=collector.collect)
+scrape.start()
+reading.wait()
+# Runs first of the fork handlers: the scrape can end only once the fork has begun.
+os.register_at_fork(before=finish.set)
+release, child_may_exit = os.pipe()
+child = os.fork()
+if child == 0:
+    os.read(release, 1)
+    os._exit(0)
+scrape.join()
+with open(os.path.join(directory, metrics_store.LOCK_FILE), "a") as lock:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what the master's next fold takes
+        print("free")
+    except BlockingIOError:
+        print("held by the child")
+os.write(child_may_exit, b"x")
+os.waitpid(child, 0)
+"""
+
+
+def test_a_worker_forked_during_a_scrape_holds_no_lock(tmp_path):
+    script = FORK_DURING_A_SCRAPE.format(module=metrics_store.__name__.rpartition(".")[0])
+    finished = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT_DIR / "src")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert finished.stdout == "free\n", finished.stderr
 
 
 @needs_proc_locks

@@ -8,6 +8,9 @@ import pytest
 from flask import abort
 
 from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.observability.health import (
+    register_polled_path,
+)
 from {{ cookiecutter.package_name }}.observability.security import (
     MAX_USER_NAME,
     VOCABULARY,
@@ -253,6 +256,16 @@ def test_a_spoofed_x_forwarded_for_cannot_hide_a_scan(capsys):
     [alert] = security_records(log_records())
     assert alert["event.action"] == "malicious_excess_404"
     assert alert["client.ip"] == PEER
+
+
+def test_404s_on_a_path_that_machines_poll_are_no_scan(capsys):
+    """A scraper left pointing at a path that has moved to another port, say."""
+    app = create_app(make_settings(security_404_limit=5))
+    register_polled_path(app, "/scraped")
+    log_records = capture_log_records(capsys)
+    for _ in range(10):
+        assert app.test_client().get("/scraped").status_code == 404
+    assert actions(log_records()) == []
 
 
 def test_hostile_paths_and_headers_keep_every_log_line_whole(client, capsys):

@@ -33,7 +33,7 @@ Manifest = dict[str, Any]
 
 def manifests() -> list[Manifest]:
     """Every manifest of the folder, in the order of its files, filled in from its sources."""
-    found = []
+    found: list[Manifest] = []
     for path in sorted(HERE.glob("*.yaml")):
         found.extend(document for document in yaml.safe_load_all(path.read_text()) if document)
     for manifest in found:

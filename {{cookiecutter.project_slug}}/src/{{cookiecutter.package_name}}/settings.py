@@ -14,8 +14,11 @@ from typing import Annotated, Literal
 from loguru import logger
 from pydantic import Field, FilePath, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-{%- if cookiecutter.use_security_monitoring or cookiecutter.use_sentry or cookiecutter.use_opentelemetry %}
+{%- if cookiecutter.use_prometheus or cookiecutter.use_security_monitoring or cookiecutter.use_sentry or cookiecutter.use_opentelemetry %}
 {% endif %}
+{%- if cookiecutter.use_prometheus %}
+from .observability.metrics_settings import MetricsSettings
+{%- endif %}
 {%- if cookiecutter.use_security_monitoring %}
 from .observability.security_settings import SecuritySettings
 {%- endif %}
@@ -59,7 +62,7 @@ def _installed_version() -> str:
         return "{{ cookiecutter.version }}"
 
 
-class Settings({% if cookiecutter.use_security_monitoring %}SecuritySettings, {% endif %}{% if cookiecutter.use_sentry %}SentrySettings, {% endif %}{% if cookiecutter.use_opentelemetry %}TracingSettings, {% endif %}BaseSettings):
+class Settings({% if cookiecutter.use_prometheus %}MetricsSettings, {% endif %}{% if cookiecutter.use_security_monitoring %}SecuritySettings, {% endif %}{% if cookiecutter.use_sentry %}SentrySettings, {% endif %}{% if cookiecutter.use_opentelemetry %}TracingSettings, {% endif %}BaseSettings):
     """The service's settings; a component's own settings come in as a mixin."""
 
     model_config = SettingsConfigDict(
@@ -127,7 +130,10 @@ class Settings({% if cookiecutter.use_security_monitoring %}SecuritySettings, {%
 def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
-        name = str(item["loc"][0]).upper() if item["loc"] else "settings"
+        if not item["loc"]:  # a rule between settings, whose message names them
+            problems.append(item["msg"].removeprefix("Value error, "))
+            continue
+        name = str(item["loc"][0]).upper()
         problems.append(f"{name}={item.get('input')!r}: {item['msg']}")
     return "invalid setting " + "; ".join(problems)
 

@@ -9,6 +9,10 @@
 Register a check with `register_readiness_check(app, "database", ping_database)`:
 the function returns normally when ready and raises (or returns False) when not.
 
+A component that moves the service's internals off its public port calls
+`hide_readiness_details(app)`: `/readyz` then answers with its status alone, and a failing
+check's reason is in the log only.
+
 Paths that machines poll (these probes, a metrics scrape) are registered with
 `register_polled_path`: the components that trace requests leave them out.
 """
@@ -42,6 +46,10 @@ def register_readiness_check(app: Flask, name: str, check: ReadinessCheck) -> No
     app.extensions["readiness_checks"][name] = check
 
 
+def hide_readiness_details(app: Flask) -> None:
+    app.extensions["readiness_details_hidden"] = True
+
+
 def register_polled_path(app: Flask, path: str) -> None:
     app.extensions.setdefault("polled_paths", set()).add(path)
 
@@ -64,6 +72,8 @@ def readyz() -> Response:
         for name, check in current_app.extensions["readiness_checks"].items()
     }
     failed = any(result[0]["status"] == "fail" for result in results.values())
+    if current_app.extensions.get("readiness_details_hidden"):
+        results = {}  # what fails, and why, is logged by _run_check
     return _health_response("fail" if failed else "pass", results)
 
 

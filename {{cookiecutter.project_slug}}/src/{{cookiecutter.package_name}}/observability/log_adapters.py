@@ -75,6 +75,9 @@ class GunicornLogger(GunicornBaseLogger):
         duration_ms = request_time.total_seconds() * 1000
         status = _status_code(resp)
         trace_id, span_id = _trace_ids(environ)
+        # ECS leaves out a field that has no value, rather than filling it with "-".
+        agent = environ.get("HTTP_USER_AGENT")
+        user_agent = {"user_agent.original": agent} if agent else {}
         logger.bind(
             _logger="gunicorn.access",
             # Logged after the request has ended: its id is in the answer's header by now.
@@ -88,7 +91,7 @@ class GunicornLogger(GunicornBaseLogger):
                 "http.response.body.bytes": getattr(resp, "sent", None),
                 "event.duration": int(duration_ms * 1_000_000),
                 "client.address": environ.get("REMOTE_ADDR", "-"),
-                "user_agent.original": environ.get("HTTP_USER_AGENT", "-"),
+                **user_agent,
             },
         ).info("{} {} {} {:.1f}ms", method, path, status, duration_ms)
 

@@ -3,8 +3,10 @@
 Under gunicorn, metrics_directory.py points PROMETHEUS_MULTIPROC_DIR at an empty directory
 before anything imports prometheus_client; each worker then writes its samples to files
 there and `/metrics` adds up all workers, the dead ones included: the master folds the files
-of a worker that exits into an archive (metrics_store.py). Without gunicorn (development
-server, tests) the app keeps its own registry in memory.
+of a worker that exits into an archive (metrics_store.py). With METRICS_PORT set, the
+master serves them on that port instead (metrics_server.py): the workers answer /metrics with
+404, and `/readyz` with its status alone. Without gunicorn (development server, tests) the app
+keeps its own registry in memory, and serves /metrics whatever METRICS_PORT says.
 
 Besides prometheus-flask-exporter's request metrics, the service exports:
 - `flask_http_requests_in_flight`: requests being served right now, over all workers;
@@ -37,10 +39,14 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_flask_exporter import PrometheusMetrics
-from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+from prometheus_flask_exporter.multiprocess import (
+    GunicornInternalPrometheusMetrics,
+    GunicornPrometheusMetrics,
+)
 
 from . import metrics_store
-from .health import HEALTH_PATHS, register_polled_path
+from .health import HEALTH_PATHS, hide_readiness_details, register_polled_path
+from .metrics_server import INTERNAL_METRICS_PORT
 from .timeouts import request_timed_out
 
 METRICS_PATH = "/metrics"
@@ -57,7 +63,11 @@ def init_metrics(app: Flask) -> PrometheusMetrics:
         "group_by": "url_rule",  # one series per route, not per distinct URL
         "excluded_paths": EXCLUDED_PATHS,
     }
-    if running_multiprocess():
+    if INTERNAL_METRICS_PORT.port is not None:
+        # Recorded here, served by the gunicorn master: this class registers no /metrics.
+        metrics = GunicornPrometheusMetrics(app, **options)
+        hide_readiness_details(app)
+    elif running_multiprocess():
         metrics = ArchiveSafeGunicornMetrics(app, path=METRICS_PATH, **options)
     else:
         # A registry per app: a second create_app() in one process (tests) would

@@ -10,7 +10,9 @@ holds files for the live workers only, and every total stays what it was.
 Scrapes (`LockedMultiProcessCollector`) take a shared lock on the directory, the master an
 exclusive one while it deletes and folds: a scrape sees a dead worker's samples either in
 its own files or in the archive, never in both nor in neither, and no file vanishes while
-it reads.
+it reads. A fork waits for a scrape to end: with METRICS_PORT the master scrapes in a
+thread (metrics_server.py), and a worker forked meanwhile would inherit the lock file, and
+with it the shared lock, for life: the master's next fold would wait for that worker to exit.
 
 Gauges in mode `all` (prometheus_client's default) export one series per process, the dead
 ones included, labelled with its pid: one archive cannot keep those apart, so their files
@@ -20,6 +22,7 @@ stay. The `live*` modes need no folding: `mark_process_dead` deletes their files
 import fcntl
 import glob
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +35,11 @@ LOCK_FILE = "fold.lock"  # not *.db: prometheus_client reads every .db file as s
 ARCHIVE = "archive"  # in place of the pid: a gauge's file name gives its `pid` label
 
 Sample = tuple[float, float]  # value, timestamp
+
+_scraping = threading.Lock()
+os.register_at_fork(
+    before=_scraping.acquire, after_in_parent=_scraping.release, after_in_child=_scraping.release
+)
 Combine = Callable[[Sample, Sample], Sample]
 
 
@@ -68,7 +76,7 @@ class LockedMultiProcessCollector(MultiProcessCollector):
     """Reads every file of the directory under the shared lock."""
 
     def collect(self) -> Iterable[Metric]:
-        with locked_for_scrape(self._path):
+        with _scraping, locked_for_scrape(self._path):
             paths = glob.glob(os.path.join(self._path, "*.db"))
             # A starting worker creates its file empty, then sizes it: nothing to read yet.
             metrics: Iterable[Metric] = self.merge([p for p in paths if os.path.getsize(p)])

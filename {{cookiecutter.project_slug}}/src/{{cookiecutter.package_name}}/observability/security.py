@@ -39,6 +39,7 @@ from loguru import logger
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..settings import Settings, current_settings
+from .health import polled_paths
 from .request_context import REQUEST_ID_HEADER, SAFE_REQUEST_ID
 from .security_thresholds import (
     UNKNOWN_CLIENT,
@@ -224,7 +225,8 @@ def _check_answer(response: Response) -> Response:
     action = EVENT_OF_ANSWER.get(status)
     if action and not g.get("security_event_by_view"):
         _record(action, f"answered {status} {HTTPStatus(status).phrase}")
-    if status == HTTPStatus.NOT_FOUND:
+    # A 404 on a path that machines poll is a scraper or probe pointed at the wrong port, no scan.
+    if status == HTTPStatus.NOT_FOUND and request.path not in polled_paths(current_app):
         current_app.extensions["security"].observe(NOT_FOUND, client_address())
     return response
 
