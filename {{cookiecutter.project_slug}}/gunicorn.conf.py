@@ -20,7 +20,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
 )
 {%- if cookiecutter.use_prometheus %}
 from {{ cookiecutter.package_name }}.observability.metrics_directory import (
-    MetricsDirectory,
+    prepare_metrics_directory,
 )
 from {{ cookiecutter.package_name }}.observability.metrics_server import (
     InternalMetricsServer,
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 # The optional components' hooks in the master (see server_hooks.py).
 components = EachComponent(
 {%- if cookiecutter.use_prometheus %}
-    MetricsDirectory(),  # made before anything imports prometheus_client
+    prepare_metrics_directory(),  # before anything imports prometheus_client
     InternalMetricsServer(),  # /metrics on METRICS_PORT, when it is set
 {%- endif %}
 {%- if cookiecutter.use_opentelemetry %}

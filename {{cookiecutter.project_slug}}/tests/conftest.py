@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,11 +21,17 @@ from {{ cookiecutter.package_name }}.settings import Settings
 from .ecs import ecs_records
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+def documented_variables() -> set[str]:
+    """The variables .env.example documents: every setting, and the few that the libraries
+    read from the environment themselves."""
+    example = (PROJECT_DIR / ".env.example").read_text()
+    return set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", example, re.MULTILINE))
+
+
 # Values in the environment of whoever runs the tests must not leak into them.
-ENVIRONMENT_VARIABLES = [name.upper() for name in Settings.model_fields]
-{%- if cookiecutter.use_prometheus %}
-ENVIRONMENT_VARIABLES.append("PROMETHEUS_MULTIPROC_DIR")
-{%- endif %}
+ENVIRONMENT_VARIABLES = {name.upper() for name in Settings.model_fields} | documented_variables()
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ from {{ cookiecutter.package_name }}.observability.errors import (
     _traces_sampler,
     scrub_event,
 )
+from {{ cookiecutter.package_name }}.observability.health import polled_paths
 from {{ cookiecutter.package_name }}.settings import (
     SettingsError,
     load_settings,
@@ -128,11 +129,11 @@ def test_error_lines_and_client_errors_stay_out_of_sentry(sentry_server):
 
 
 def test_probes_are_not_traced(sentry_server):
-    app = create_app(
-        make_settings(sentry_dsn=sentry_server.dsn, sentry_traces_sample_rate=1.0)
-    ).test_client()
-    for path in ("/livez", "/readyz",{% if cookiecutter.use_prometheus %} "/metrics",{% endif %} "/api/items/1"):
-        app.get(path)
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn, sentry_traces_sample_rate=1.0))
+    client = app.test_client()
+    # The probes, and what other components poll (a metrics scrape), as they registered it.
+    for path in ("/livez", "/readyz", *sorted(polled_paths(app)), "/api/items/1"):
+        client.get(path)
     sentry_sdk.flush(timeout=5)
     transactions = [json.loads(payload) for payload in sentry_server.payloads("transaction")]
     names = [transaction["transaction"] for transaction in transactions]

@@ -1,13 +1,11 @@
 """The Kubernetes manifests fit the service they deploy.
 
 render.py prints what `kubectl apply` gets; these tests read that output, so that changing the
-service (a probe path, the port, the drain, the user of the image{% if cookiecutter.use_prometheus %}, the alert rules{% endif %}) without
-changing the manifests fails here rather than in the cluster.
+service (a probe path, the port, the drain, the user of the image) without changing the
+manifests fails here rather than in the cluster. The monitoring components' manifests have
+tests of their own, in test_kubernetes_*.py.
 """
 
-{% if cookiecutter.use_grafana -%}
-import json
-{% endif -%}
 import re
 import subprocess
 import sys
@@ -20,23 +18,21 @@ from pydantic import SecretStr
 from {{ cookiecutter.package_name }}.observability.health import (
     register_readiness_check,
 )
-{%- if cookiecutter.use_prometheus %}
-from {{ cookiecutter.package_name }}.observability.metrics import (
-    METRICS_PATH,
-)
-{%- endif %}
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from .conftest import PROJECT_DIR
-{%- if cookiecutter.use_prometheus %}
-from .promql import ALERTS, service_job
-{%- endif %}
 
 NAME = "{{ cookiecutter.project_slug }}"
 RENDER = PROJECT_DIR / "deploy" / "kubernetes" / "render.py"
-{%- if cookiecutter.use_grafana %}
-DASHBOARD = PROJECT_DIR / "monitoring" / "grafana" / "dashboards" / f"{NAME}.json"
-{%- endif %}
+# The objects of the service itself; the monitoring components add theirs to the folder.
+SERVICE_OBJECTS = [
+    ("ConfigMap", f"{NAME}-settings"),
+    ("Deployment", NAME),
+    ("HorizontalPodAutoscaler", NAME),
+    ("NetworkPolicy", NAME),
+    ("PodDisruptionBudget", NAME),
+    ("Service", NAME),
+]
 
 
 def render(*options: str) -> list[dict]:
@@ -83,25 +79,17 @@ def secret_settings() -> set[str]:
 
 
 def test_every_kind_is_rendered(manifests):
-    kinds = sorted(manifest["kind"] for manifest in manifests)
-    expected = [
-        "ConfigMap",
-{%- if cookiecutter.use_grafana %}
-        "ConfigMap",
-{%- endif %}
-        "Deployment",
-        "HorizontalPodAutoscaler",
-        "NetworkPolicy",
-        "PodDisruptionBudget",
-{%- if cookiecutter.use_prometheus %}
-        "PrometheusRule",
-{%- endif %}
-        "Service",
-{%- if cookiecutter.use_prometheus %}
-        "ServiceMonitor",
-{%- endif %}
+    """Every object of the folder's files, in their order, and the service's own once each."""
+    rendered = [(manifest["kind"], manifest["metadata"]["name"]) for manifest in manifests]
+    in_files = [
+        (document["kind"], document["metadata"]["name"])
+        for path in sorted(RENDER.parent.glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if document
     ]
-    assert kinds == expected
+    assert rendered == in_files
+    assert len(set(rendered)) == len(rendered)
+    assert set(SERVICE_OBJECTS) <= set(rendered)
 
 
 def test_the_selectors_find_the_pods(manifests):
@@ -185,74 +173,12 @@ def test_secrets_come_from_optional_secrets(manifests):
 
 
 def test_what_the_service_writes_goes_to_its_volumes(manifests):
-    """The root filesystem is read-only: temporary files{% if cookiecutter.use_prometheus %} and the metrics directory{% endif %} are
-    in emptyDir volumes."""
+    """The root filesystem is read-only: temporary files are in an emptyDir volume."""
     assert container(manifests)["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = [mount["mountPath"] for mount in container(manifests)["volumeMounts"]]
     # Where tempfile puts its files in the image, which sets no TMPDIR.
     assert "TMPDIR" not in environment(manifests)
     assert "/tmp" in mounts  # noqa: S108
-{%- if cookiecutter.use_prometheus %}
-    # Inside a volume, not the volume itself, which the service could not remove and remake.
-    metrics_directory = environment(manifests)["PROMETHEUS_MULTIPROC_DIR"]
-    assert any(metrics_directory.startswith(f"{mount}/") for mount in mounts)
-{%- endif %}
-{%- if cookiecutter.use_prometheus %}
-
-
-def test_prometheus_scrapes_the_job_that_the_alerts_select(manifests):
-    """The Operator names the job after the Service's `jobLabel` label (or the Service)."""
-    monitor = one(manifests, "ServiceMonitor")
-    service = one(manifests, "Service")
-    labels = service["metadata"]["labels"]
-    job = labels.get(monitor["spec"].get("jobLabel"), service["metadata"]["name"])
-    assert job == service_job()
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    [endpoint] = monitor["spec"]["endpoints"]
-    assert endpoint["path"] == METRICS_PATH
-    assert endpoint["port"] in [port["name"] for port in service["spec"]["ports"]]
-
-
-def test_the_metrics_port_is_the_one_the_image_serves_them_on(manifests):
-    in_image = re.search(r"\bMETRICS_PORT=(\d+)\b", (PROJECT_DIR / "Dockerfile").read_text())
-    assert in_image
-    port = named_port(container(manifests)["ports"], "metrics")
-    assert port["containerPort"] == int(in_image.group(1))
-    assert environment(manifests)["METRICS_PORT"] == in_image.group(1)
-    service_port = named_port(one(manifests, "Service")["spec"]["ports"], "metrics")
-    assert service_port["targetPort"] == "metrics"
-    [endpoint] = one(manifests, "ServiceMonitor")["spec"]["endpoints"]
-    assert endpoint["port"] == service_port["name"]
-
-
-def test_only_prometheus_may_reach_the_metrics_port(manifests):
-    rules = one(manifests, "NetworkPolicy")["spec"]["ingress"]
-    open_to = {port["port"]: rule.get("from") for rule in rules for port in rule["ports"]}
-    assert open_to["http"] is None  # anyone
-    [prometheus] = open_to["metrics"]
-    assert prometheus["namespaceSelector"]["matchLabels"]
-    assert prometheus["podSelector"]["matchLabels"]
-
-
-def test_the_rule_resource_holds_the_rules_of_alerts_yml(manifests):
-    rule = one(manifests, "PrometheusRule")
-    assert rule["spec"] == yaml.safe_load(ALERTS.read_text())
-
-
-def test_the_operator_s_kinds_can_be_left_out():
-    rendered = render("--without-api-group", "monitoring.coreos.com")
-    kinds = {manifest["kind"] for manifest in rendered}
-    assert kinds.isdisjoint({"ServiceMonitor", "PrometheusRule"})
-    assert "Deployment" in kinds
-{%- endif %}
-{%- if cookiecutter.use_grafana %}
-
-
-def test_the_dashboard_config_map_holds_the_dashboard(manifests):
-    config_map = one(manifests, "ConfigMap", f"{NAME}-dashboard")
-    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert json.loads(config_map["data"][DASHBOARD.name]) == json.loads(DASHBOARD.read_text())
-{%- endif %}
 
 
 def test_image_and_namespace_can_be_chosen():

@@ -18,6 +18,7 @@ from {{ cookiecutter.package_name }}.observability import (
     metrics,
     metrics_directory,
 )
+from {{ cookiecutter.package_name }}.observability.health import polled_paths
 from {{ cookiecutter.package_name }}.observability.metrics_directory import (
     MetricsDirectory,
 )
@@ -87,6 +88,11 @@ def test_probes_and_scrapes_are_not_counted(client):
     for path in ("/livez", "/readyz", "/healthz", "/metrics"):
         client.get(path)
     assert sample(scrape(client), "flask_http_request_total") == 0
+
+
+def test_scrapes_are_left_out_of_request_tracing(app):
+    """The components that trace requests skip the paths registered as polled."""
+    assert metrics.METRICS_PATH in polled_paths(app)
 
 
 def test_without_gunicorn_the_process_and_python_metrics_are_exported(client):
@@ -305,7 +311,6 @@ def test_a_metrics_directory_that_cannot_go_is_emptied(monkeypatch, tmp_path):
             remove_tree(entry) if entry.is_dir() else entry.unlink()
 
     monkeypatch.setattr(metrics_directory.shutil, "rmtree", remove_all_but_the_mount_point)
-    monkeypatch.setattr(MetricsDirectory, "emptied_by", None)  # as in a new master
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
     MetricsDirectory()
     assert directory.is_dir()

@@ -1,5 +1,3 @@
-import re
-
 import pytest
 
 from {{ cookiecutter.package_name }}.settings import (
@@ -11,7 +9,7 @@ from {{ cookiecutter.package_name }}.settings import (
     load_settings,
 )
 
-from .conftest import PROJECT_DIR, capture_log_records
+from .conftest import PROJECT_DIR, capture_log_records, documented_variables
 
 
 def test_defaults_come_from_the_template_answers():
@@ -25,8 +23,7 @@ def test_defaults_come_from_the_template_answers():
 def test_env_example_documents_every_setting_with_its_default():
     example = PROJECT_DIR / ".env.example"
     assert Settings(_env_file=example) == Settings(_env_file=None)
-    documented = set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", example.read_text(), re.MULTILINE))
-    assert {name.upper() for name in Settings.model_fields} <= documented
+    assert {name.upper() for name in Settings.model_fields} <= documented_variables()
 
 
 def test_values_are_read_from_the_environment(monkeypatch):

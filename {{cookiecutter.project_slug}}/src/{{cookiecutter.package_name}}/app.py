@@ -24,6 +24,9 @@ from .observability.tracing import init_tracing
 {%- if cookiecutter.use_opentelemetry and cookiecutter.use_prometheus %}
 from .observability.tracing_metrics import init_tracing_metrics
 {%- endif %}
+{%- if cookiecutter.use_security_monitoring %}
+from .private_views import private_views
+{%- endif %}
 from .settings import SERVER_SETTINGS, Settings, current_settings, exit_on_bad_settings
 from .views import views
 
@@ -60,4 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 {%- endif %}
 
     app.register_blueprint(views)
+{%- if cookiecutter.use_security_monitoring %}
+    app.register_blueprint(private_views)
+{%- endif %}
     return app

@@ -1,7 +1,5 @@
 """Example endpoints that show the observability at work; replace them with your own."""
-{% if cookiecutter.use_security_monitoring %}
-import hmac
-{%- endif %}
+
 import re
 import time
 from typing import NoReturn
@@ -10,9 +8,6 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from loguru import logger
 
-{% if cookiecutter.use_security_monitoring -%}
-from .observability.security import security_event
-{% endif -%}
 from .settings import SERVICE_NAME
 
 views = Blueprint("views", __name__)
@@ -54,23 +49,3 @@ def slow() -> ResponseReturnValue:
         return jsonify(error=message), 400
     time.sleep(int(raw) / 1000)
     return jsonify(slept_ms=int(raw))
-{%- if cookiecutter.use_security_monitoring %}
-
-
-@views.get("/api/private")
-def private() -> ResponseReturnValue:
-    """Answers only to `Authorization: Bearer <API_TOKEN>`: anything else is a failed login,
-    recorded as a security event (and counted against the client's threshold)."""
-    token = current_app.config["SETTINGS"].api_token
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if not given or scheme.lower() != "bearer":
-        security_event("authn_login_fail", reason="no bearer token")
-    # Bytes: compare_digest refuses text that is not ASCII, which a header may well hold.
-    elif token is None or not hmac.compare_digest(
-        given.encode(), token.get_secret_value().encode()
-    ):
-        security_event("authn_login_fail", reason="wrong token")
-    else:
-        return jsonify(message="the token is right")
-    return jsonify(error="a valid bearer token is required"), 401, {"WWW-Authenticate": "Bearer"}
-{%- endif %}

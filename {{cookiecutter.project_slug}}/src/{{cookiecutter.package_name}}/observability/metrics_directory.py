@@ -1,16 +1,16 @@
 """The metrics component in the gunicorn master: the directory the workers' samples share.
 
 prometheus_client picks its storage when it is first imported, so PROMETHEUS_MULTIPROC_DIR
-must be set before then. gunicorn.conf.py makes its `MetricsDirectory` before anything
-imports prometheus_client, and this module imports it only inside the hooks that need it.
+must be set before then. gunicorn.conf.py prepares the directory before anything imports
+prometheus_client, and this module imports it only inside the hooks that need it.
 """
 
+import functools
 import os
 import shutil
 import tempfile
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from .server_hooks import ServerHooks, at_master_exit
 
@@ -22,21 +22,18 @@ DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class MetricsDirectory(ServerHooks):
-    # The process that emptied the directory: gunicorn re-runs gunicorn.conf.py on HUP, in
-    # the same process, and the workers' counts must survive that.
-    emptied_by: ClassVar[int | None] = None
+    """The workers' shared directory, emptied when this is made: once per master, through
+    prepare_metrics_directory."""
 
     def __init__(self) -> None:
-        # Kept across HUP reloads. A directory given by the operator is theirs, and stays;
-        # one made here goes when the master ends.
+        # A directory given by the operator is theirs, and stays; one made here goes when
+        # the master ends.
         if not os.environ.get(DIRECTORY_VARIABLE):
             made = tempfile.mkdtemp(prefix="metrics-")
             os.environ[DIRECTORY_VARIABLE] = made
-            at_master_exit(partial(shutil.rmtree, made, ignore_errors=True))
+            at_master_exit(functools.partial(shutil.rmtree, made, ignore_errors=True))
         self.path = Path(os.environ[DIRECTORY_VARIABLE])
-        if MetricsDirectory.emptied_by != os.getpid():
-            self._empty()
-            MetricsDirectory.emptied_by = os.getpid()
+        self._empty()
 
     def _empty(self) -> None:
         """Start every run from zero: files left by an earlier run would carry old counts over.
@@ -56,3 +53,10 @@ class MetricsDirectory(ServerHooks):
         from .metrics import count_lost_log_lines  # imports prometheus_client: see above
 
         count_lost_log_lines(sink, reason, count)
+
+
+@functools.cache
+def prepare_metrics_directory() -> MetricsDirectory:
+    """In the master, once: gunicorn re-runs gunicorn.conf.py on HUP, in the same process,
+    and the directory stays, with the counts of the workers that the reload replaces."""
+    return MetricsDirectory()
