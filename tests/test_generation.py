@@ -102,10 +102,12 @@ def test_the_service_and_tests_are_those_of_all_defaults(cookies, name):
 
 
 def settings(pyproject: Path, project: Path) -> dict:
-    """The settings of a pyproject.toml; mypy's files only those that `project` has."""
+    """The settings of a pyproject.toml; mypy's files only those that `project` has, and
+    without what mutmut copies, which follows what the tests read (a test of its own)."""
     found = tomllib.loads(pyproject.read_text())
     mypy = found["tool"]["mypy"]
     mypy["files"] = [name for name in mypy["files"] if (project / name).exists()]
+    del found["tool"]["mutmut"]["also_copy"]
     return found
 
 
