@@ -47,9 +47,9 @@ from prometheus_flask_exporter.multiprocess import (
 from . import metrics_store
 from .health import HEALTH_PATHS, hide_readiness_details, register_polled_path
 from .metrics_server import INTERNAL_METRICS_PORT
+from .metrics_settings import METRICS_PATH
 from .timeouts import request_timed_out
 
-METRICS_PATH = "/metrics"
 # Probes and scrapes would drown the traffic that matters.
 UNTRACKED_PATHS = (*HEALTH_PATHS, METRICS_PATH)
 EXCLUDED_PATHS = [f"^{path}$" for path in UNTRACKED_PATHS]

@@ -25,6 +25,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from gunicorn.util import parse_address
 
 from ..settings import SERVICE_NAME, current_settings
+from .metrics_settings import METRICS_PATH
 from .server_hooks import ServerHooks
 
 if TYPE_CHECKING:  # gunicorn's types, for type checkers only
@@ -90,7 +91,6 @@ class _MetricsServer(ThreadingMixIn, WSGIServer):
 def _metrics_only() -> WsgiApp:
     from prometheus_client import CollectorRegistry, make_wsgi_app
 
-    from .metrics import METRICS_PATH
     from .metrics_store import LockedMultiProcessCollector
 
     # As in metrics.ArchiveSafeGunicornMetrics: the collector has no describe(), and a

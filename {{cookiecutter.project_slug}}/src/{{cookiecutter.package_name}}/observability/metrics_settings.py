@@ -9,6 +9,10 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+# Where both the workers and the master's internal port answer; fixed, not a setting:
+# prometheus.yml, the ServiceMonitor and the probes' exemptions all name it.
+METRICS_PATH = "/metrics"
+
 
 class MetricsSettings(BaseModel):
     # Unset: /metrics on the service's port. Set: the gunicorn master serves the metrics on
