@@ -15,7 +15,9 @@ from gunicorn.http.errors import (
     LimitRequestHeaders,
 )
 
-from {{ cookiecutter.package_name }}.observability.security_refusals import refusal_action
+from {{ cookiecutter.package_name }}.observability.security_refusals import (
+    refusal_action,
+)
 
 # A terminal escape sequence in a header: the log injection gunicorn answers with a 400.
 HOSTILE_REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: a\x1b[2Jb\r\nConnection: close\r\n\r\n"
