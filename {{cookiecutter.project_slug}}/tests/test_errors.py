@@ -185,7 +185,33 @@ def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack
 def test_without_a_dsn_a_warning_says_errors_are_not_reported(capsys):
     log_records = capture_log_records(capsys)
     create_app(make_settings())
-    assert any("SENTRY_DSN is not set" in record["message"] for record in log_records())
+    messages = [record["message"] for record in log_records()]
+    assert "SENTRY_DSN is not set: errors are logged but not reported to Sentry" in messages
+
+
+def test_the_start_says_where_errors_are_reported(sentry_server, capsys):
+    log_records = capture_log_records(capsys)
+    create_app(make_settings(sentry_dsn=sentry_server.dsn, app_env="staging"))
+    messages = [record["message"] for record in log_records()]
+    assert "Sentry error reporting enabled for staging" in messages
+
+
+def test_log_lines_before_an_error_arrive_as_its_breadcrumbs(sentry_server):
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
+
+    @app.get("/checkout")
+    def checkout():
+        logger.debug("too fine to keep")
+        logger.info("the cart was read")
+        raise RuntimeError("checkout failed")
+
+    assert app.test_client().get("/checkout").status_code == 500
+    sentry_sdk.flush(timeout=5)
+
+    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    messages = [crumb.get("message") for crumb in event["breadcrumbs"]["values"]]
+    assert any("the cart was read" in str(message) for message in messages)
+    assert not any("too fine to keep" in str(message) for message in messages)
 
 
 @pytest.mark.parametrize(
