@@ -2,6 +2,8 @@ import copy
 import gzip
 import json
 import logging
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,7 +23,7 @@ from {{ cookiecutter.package_name }}.settings import (
 )
 
 from . import stuck_app
-from .conftest import capture_log_records, get, make_settings
+from .conftest import PROJECT_DIR, capture_log_records, get, make_settings
 
 SECRETS = {
     "Authorization": "Bearer secret-authorization-value",
@@ -196,22 +198,35 @@ def test_the_start_says_where_errors_are_reported(sentry_server, capsys):
     assert "Sentry error reporting enabled for staging" in messages
 
 
-def test_log_lines_before_an_error_arrive_as_its_breadcrumbs(sentry_server):
-    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
-
-    @app.get("/checkout")
-    def checkout():
-        logger.debug("too fine to keep")
-        logger.info("the cart was read")
-        raise RuntimeError("checkout failed")
-
-    assert app.test_client().get("/checkout").status_code == 500
-    sentry_sdk.flush(timeout=5)
-
+def test_log_lines_before_an_error_arrive_as_its_breadcrumbs(sentry_server, tmp_path):
+    """In a process of its own: Sentry adds its loguru sinks once a process, and each test's
+    logging set-up removes them."""
+    script = (
+        "import sentry_sdk\n"
+        "from loguru import logger\n"
+        "from {{ cookiecutter.package_name }}.app import create_app\n"
+        "app = create_app()\n"
+        "@app.get('/checkout')\n"
+        "def checkout():\n"
+        "    logger.debug('too fine to keep')\n"
+        "    logger.info('the cart was read')\n"
+        "    raise RuntimeError('checkout failed')\n"
+        "assert app.test_client().get('/checkout').status_code == 500\n"
+        "sentry_sdk.flush(timeout=5)\n"
+    )
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(PROJECT_DIR / "src"),
+        "APP_ENV": "development",
+        "SENTRY_DSN": sentry_server.dsn,
+    }
+    subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=environment, check=True, timeout=60
+    )
     [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
-    messages = [crumb.get("message") for crumb in event["breadcrumbs"]["values"]]
-    assert any("the cart was read" in str(message) for message in messages)
-    assert not any("too fine to keep" in str(message) for message in messages)
+    messages = [str(crumb.get("message")) for crumb in event["breadcrumbs"]["values"]]
+    assert any("the cart was read" in message for message in messages)
+    assert not any("too fine to keep" in message for message in messages)
 
 
 @pytest.mark.parametrize(
