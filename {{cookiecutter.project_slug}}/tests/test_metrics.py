@@ -245,9 +245,7 @@ def test_cpu_is_user_and_system_time_and_memory_the_resident_pages(monkeypatch, 
     assert current_value(app, "process_worker_resident_memory_bytes") == 2000 * mmap.PAGESIZE
 
 
-def test_requests_within_the_refresh_interval_do_not_read_the_process_again(
-    monkeypatch, tmp_path
-):
+def test_requests_within_the_refresh_interval_do_not_read_the_process_again(monkeypatch, tmp_path):
     monkeypatch.setattr(metrics, "WORKER_RESOURCES_REFRESH_SECONDS", 3600)
     fake_process(monkeypatch, tmp_path, cpu_seconds=4.0, resident_pages=2000)
     app = create_app(make_settings())
