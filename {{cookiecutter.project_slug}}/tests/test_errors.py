@@ -5,6 +5,7 @@ import logging
 import subprocess
 import sys
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -161,6 +162,40 @@ def test_tracing_off_sends_no_transactions(sentry_server):
     sentry_sdk.flush(timeout=5)
     assert sentry_server.payloads("transaction") == []
     assert len(sentry_server.payloads("event")) == 1
+
+
+def test_with_tracing_off_services_called_keep_their_own_sampling(sentry_server):
+    """Off here means no decision is passed on: a sampled flag of 0 in `sentry-trace` would
+    stop the services this one calls from tracing these requests too."""
+    received: list[str | None] = []
+
+    class Downstream(BaseHTTPRequestHandler):
+        def do_GET(self):
+            received.append(self.headers.get("sentry-trace"))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    downstream = ThreadingHTTPServer(("127.0.0.1", 0), Downstream)
+    threading.Thread(target=downstream.serve_forever, daemon=True).start()
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn, sentry_traces_sample_rate=0.0))
+
+    @app.get("/call-downstream")
+    def call_downstream():
+        url = f"http://127.0.0.1:{downstream.server_port}/"
+        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310
+            return "", answer.status
+
+    try:
+        assert app.test_client().get("/call-downstream").status_code == 204
+    finally:
+        downstream.shutdown()
+        downstream.server_close()
+    [trace_header] = received
+    assert trace_header is not None
+    assert len(trace_header.split("-")) == 2, "trace and span id, and no sampling decision"
 
 
 def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack(
