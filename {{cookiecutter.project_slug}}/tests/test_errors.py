@@ -185,7 +185,7 @@ def test_with_tracing_off_services_called_keep_their_own_sampling(sentry_server)
     @app.get("/call-downstream")
     def call_downstream():
         url = f"http://127.0.0.1:{downstream.server_port}/"
-        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=10) as answer:
             return "", answer.status
 
     try:
