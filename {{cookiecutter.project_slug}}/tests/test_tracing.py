@@ -350,6 +350,25 @@ def test_a_stopping_worker_gives_up_on_a_stalled_collector_instead_of_trying_eac
     assert dropped == {"export_failed": 3}
 
 
+def test_a_span_that_ends_while_its_worker_stops_is_counted(collector, monkeypatch):
+    """A request of another thread (gthread workers) may end after the export queue closed."""
+    monkeypatch.setattr(tracing, "EXPORT_TIMEOUT_SECONDS", 2.0)
+    monkeypatch.setattr(tracing, "STOP_GRACE_SECONDS", 0.2)
+    app = traced_app(collector)
+    dropped = count_dropped(app)
+    collector.hold()  # answers nothing until the test ends
+    app.test_client().get("/api/items/1")
+    stopping = threading.Thread(target=app.extensions["tracing"].stop)
+    stopping.start()
+    deadline = time.monotonic() + 60
+    while collector.export_requests == 0:  # the queue is closed once its last export is sent
+        assert time.monotonic() < deadline, "the stop sent nothing"
+        time.sleep(0.01)
+    app.test_client().get("/api/items/2")
+    stopping.join(timeout=60)
+    assert dropped == {"export_failed": 1, "not_exported_at_stop": 1}
+
+
 def test_the_log_says_once_that_spans_are_dropped_and_once_that_they_arrive_again(
     collector, capsys
 ):
