@@ -2,7 +2,8 @@
 
 It decodes each export with opentelemetry-proto, as a collector would, and keeps every span
 with its resource. `answer` is the status it replies with (a collector refusing is 400);
-`hold()` makes it keep every export waiting, like a stalled collector, until `release()`.
+`hold()` makes it keep every export waiting, like a stalled collector, until `release()`;
+`export_requests` counts the exports that reached it, answered or not.
 """
 
 import threading
@@ -51,13 +52,17 @@ class OtlpReceiver:
     def __init__(self, answer: int = 200):
         self.spans: list[dict] = []
         self.answer = answer
+        self.export_requests = 0  # received, answered or not
         self.released = threading.Event()
         self.released.set()
         receiver = self
+        counting = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                with counting:
+                    receiver.export_requests += 1
                 receiver.released.wait()
                 if self.path == TRACES_PATH and receiver.answer == 200:
                     receiver.spans.extend(decoded_spans(body))

@@ -2,7 +2,10 @@ import copy
 import gzip
 import json
 import logging
+import subprocess
+import sys
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -22,7 +25,7 @@ from {{ cookiecutter.package_name }}.settings import (
 )
 
 from . import stuck_app
-from .conftest import capture_log_records, get, make_settings
+from .conftest import PROJECT_DIR, capture_log_records, get, make_settings
 
 SECRETS = {
     "Authorization": "Bearer secret-authorization-value",
@@ -162,6 +165,40 @@ def test_tracing_off_sends_no_transactions(sentry_server):
     assert len(sentry_server.payloads("event")) == 1
 
 
+def test_with_tracing_off_services_called_keep_their_own_sampling(sentry_server):
+    """Off here means no decision is passed on: a sampled flag of 0 in `sentry-trace` would
+    stop the services this one calls from tracing these requests too."""
+    received: list[str | None] = []
+
+    class Downstream(BaseHTTPRequestHandler):
+        def do_GET(self):
+            received.append(self.headers.get("sentry-trace"))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    downstream = ThreadingHTTPServer(("127.0.0.1", 0), Downstream)
+    threading.Thread(target=downstream.serve_forever, daemon=True).start()
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn, sentry_traces_sample_rate=0.0))
+
+    @app.get("/call-downstream")
+    def call_downstream():
+        url = f"http://127.0.0.1:{downstream.server_port}/"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return "", answer.status
+
+    try:
+        assert app.test_client().get("/call-downstream").status_code == 204
+    finally:
+        downstream.shutdown()
+        downstream.server_close()
+    [trace_header] = received
+    assert trace_header is not None
+    assert len(trace_header.split("-")) == 2, "trace and span id, and no sampling decision"
+
+
 def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack(
     sentry_server, gunicorn
 ):
@@ -186,7 +223,46 @@ def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack
 def test_without_a_dsn_a_warning_says_errors_are_not_reported(capsys):
     log_records = capture_log_records(capsys)
     create_app(make_settings())
-    assert any("SENTRY_DSN is not set" in record["message"] for record in log_records())
+    messages = [record["message"] for record in log_records()]
+    assert "SENTRY_DSN is not set: errors are logged but not reported to Sentry" in messages
+
+
+def test_the_start_says_where_errors_are_reported(sentry_server, capsys):
+    log_records = capture_log_records(capsys)
+    create_app(make_settings(sentry_dsn=sentry_server.dsn, app_env="staging"))
+    messages = [record["message"] for record in log_records()]
+    assert "Sentry error reporting enabled for staging" in messages
+
+
+def test_log_lines_before_an_error_arrive_as_its_breadcrumbs(sentry_server, tmp_path):
+    """In a process of its own: Sentry adds its loguru sinks once a process, and each test's
+    logging set-up removes them."""
+    script = (
+        "import sentry_sdk\n"
+        "from loguru import logger\n"
+        "from {{ cookiecutter.package_name }}.app import create_app\n"
+        "app = create_app()\n"
+        "@app.get('/checkout')\n"
+        "def checkout():\n"
+        "    logger.debug('too fine to keep')\n"
+        "    logger.info('the cart was read')\n"
+        "    raise RuntimeError('checkout failed')\n"
+        "assert app.test_client().get('/checkout').status_code == 500\n"
+        "sentry_sdk.flush(timeout=5)\n"
+    )
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(PROJECT_DIR / "src"),
+        "APP_ENV": "development",
+        "SENTRY_DSN": sentry_server.dsn,
+    }
+    subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=environment, check=True, timeout=60
+    )
+    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    messages = [str(crumb.get("message")) for crumb in event["breadcrumbs"]["values"]]
+    assert any("the cart was read" in message for message in messages)
+    assert not any("too fine to keep" in message for message in messages)
 
 
 @pytest.mark.parametrize(

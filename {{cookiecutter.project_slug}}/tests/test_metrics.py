@@ -1,4 +1,5 @@
 import contextlib
+import mmap
 import os
 import re
 import shutil
@@ -8,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -191,6 +193,18 @@ def test_requests_ended_by_the_worker_timeout_are_counted_by_route(app):
     assert sample(text, name, url_rule="/api/slow") == 1
 
 
+def test_each_app_counts_only_its_own_exceptions_and_timeouts():
+    """Tests and scripts make several apps in one process: each has its own registry."""
+    first, second = create_app(make_settings()), create_app(make_settings())
+    assert second.test_client().get("/api/fail").status_code == 500
+    with second.test_request_context("/api/items/7"), pytest.raises(RequestTimeout):
+        end_timed_out_request(timeout_seconds=1)
+    for app, counted in ((first, 0), (second, 1)):
+        text = scrape(app.test_client())
+        assert sample(text, "flask_http_request_exceptions_by_type_total") == counted
+        assert sample(text, "flask_http_request_timeouts_total") == counted
+
+
 def test_every_route_starts_with_no_timeouts_so_that_the_first_one_shows(client):
     client.get("/api/items/1")
     text = scrape(client)
@@ -219,6 +233,31 @@ def test_a_request_refreshes_the_cpu_time(monkeypatch):
     burn_cpu(0.05)  # os.times() counts in clock ticks of 10 ms
     app.test_client().get("/")
     assert current_value(app, "process_worker_cpu_seconds") > before
+
+
+def fake_process(monkeypatch, tmp_path, cpu_seconds: float, resident_pages: int) -> None:
+    """What os.times() and /proc/self/statm say of this process, from now on."""
+    statm = tmp_path / "statm"
+    statm.write_text(f"90000 {resident_pages} 300 1 0 500 0\n")
+    monkeypatch.setattr(metrics, "STATM", statm)
+    times = SimpleNamespace(user=cpu_seconds * 0.75, system=cpu_seconds * 0.25)
+    monkeypatch.setattr(metrics.os, "times", lambda: times)
+
+
+def test_cpu_is_user_and_system_time_and_memory_the_resident_pages(monkeypatch, tmp_path):
+    fake_process(monkeypatch, tmp_path, cpu_seconds=4.0, resident_pages=2000)
+    app = create_app(make_settings())
+    assert current_value(app, "process_worker_cpu_seconds") == 4.0
+    assert current_value(app, "process_worker_resident_memory_bytes") == 2000 * mmap.PAGESIZE
+
+
+def test_requests_within_the_refresh_interval_do_not_read_the_process_again(monkeypatch, tmp_path):
+    monkeypatch.setattr(metrics, "WORKER_RESOURCES_REFRESH_SECONDS", 3600)
+    fake_process(monkeypatch, tmp_path, cpu_seconds=4.0, resident_pages=2000)
+    app = create_app(make_settings())
+    fake_process(monkeypatch, tmp_path, cpu_seconds=8.0, resident_pages=3000)
+    app.test_client().get("/")
+    assert current_value(app, "process_worker_cpu_seconds") == 4.0
 
 
 def worker_values(server, name: str) -> dict[str, float]:

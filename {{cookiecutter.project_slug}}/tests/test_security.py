@@ -169,6 +169,29 @@ def test_the_app_records_its_own_event_with_the_user_once(client, capsys):
     assert event["client.ip"] == PEER
 
 
+def test_failed_logins_up_to_the_limit_are_an_alert_on_their_client(capsys):
+    client = create_app(make_settings(api_token=TOKEN, security_login_fail_limit=3)).test_client()
+    log_records = capture_log_records(capsys)
+    for _ in range(3):
+        client.get("/api/private", headers={"Authorization": "Bearer wrong"})
+    records = security_records(log_records())
+    assert actions(records) == ["authn_login_fail"] * 3 + ["authn_login_fail_max"]
+    assert records[0]["message"] == f"security event authn_login_fail from {PEER}: wrong token"
+    assert records[-1]["client.ip"] == PEER
+
+
+def test_an_event_recorded_without_a_reason_has_an_empty_one(app, capsys):
+    @app.get("/reports/<int:report_id>")
+    def report(report_id: int):
+        security_event("authz_fail")
+        return "not yours", 200
+
+    log_records = capture_log_records(capsys)
+    app.test_client().get("/reports/7")
+    [event] = security_records(log_records())
+    assert event["event.reason"] == ""
+
+
 def test_a_user_name_of_the_attackers_choosing_is_cut(app, capsys):
     log_records = capture_log_records(capsys)
     app.config["USER_NAME"] = "x" * 100_000

@@ -5,6 +5,8 @@ import json
 import os
 import signal
 import socket
+import tempfile
+import threading
 import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
@@ -156,6 +158,22 @@ def test_no_datagram_stops_the_masters_detector(listener):
             sender.sendto(b"http_404 192.0.2.1", listener.address)
         [crossing] = wait_until(lambda: crossings, "crossing")
     assert crossing.client == "192.0.2.1"
+
+
+def test_a_worker_never_waits_on_a_master_that_does_not_read():
+    with tempfile.TemporaryDirectory() as folder:
+        address = os.path.join(folder, "observations.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as master:
+            master.bind(address)  # and never reads: its queue fills
+            sender = thresholds.ObservationSender(address)
+            flood = threading.Thread(
+                target=lambda: [sender.observe("http_404", "192.0.2.1") for _ in range(1000)],
+                daemon=True,
+            )
+            flood.start()
+            flood.join(timeout=60)  # a bound for a stuck test only: it takes milliseconds
+            assert not flood.is_alive(), "a full queue made the worker wait"
+        sender.observe("http_404", "192.0.2.1")  # nor does a master that is gone stop it
 
 
 def log_records(log_file: Path) -> list[dict]:

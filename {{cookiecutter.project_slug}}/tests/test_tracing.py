@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -6,6 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from flask import Flask
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability import tracing
@@ -15,7 +19,7 @@ from {{ cookiecutter.package_name }}.settings import (
     load_settings,
 )
 
-from .conftest import capture_log_records, get, make_settings
+from .conftest import PROJECT_DIR, capture_log_records, get, make_settings
 from .otlp_receiver import OtlpReceiver
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -51,6 +55,7 @@ def test_one_span_per_request_named_by_its_route(collector):
         "GET /api/items/<int:item_id>", "GET /api/items/<int:item_id>", "GET /api/fail",
     ]  # fmt: skip
     assert [status_code(span) for span in spans] == [200, 404, 500]
+    assert spans[0]["attributes"]["http.target"] == "/api/items/7"  # given as the span starts
     assert spans[-1]["status"] == 2  # STATUS_CODE_ERROR: a 5xx failed the request
     assert {span["resource"]["service.name"] for span in spans} == {SERVICE_NAME}
 
@@ -140,6 +145,54 @@ def test_a_ratio_keeps_about_that_share_of_new_traces(collector):
         client.get("/api/items/1")
     # The ratio applies to random trace ids: 100 expected, 4 standard deviations either side.
     assert 72 <= len(exported(app, collector)) <= 128
+
+
+@pytest.mark.parametrize(
+    ("sampler", "kept"),
+    [
+        ("always_on", ["/api/items/1", "/api/items/2", "/api/items/3"]),
+        ("always_off", []),
+        ("traceidratio", []),
+        ("parentbased_always_on", ["/api/items/1", "/api/items/2"]),
+        ("parentbased_always_off", ["/api/items/2"]),
+        ("parentbased_traceidratio", ["/api/items/2"]),
+    ],
+)
+def test_each_sampler_keeps_the_traces_its_name_says(collector, sampler, kept):
+    app = traced_app(collector, otel_traces_sampler=sampler, otel_traces_sampler_arg=0.0)
+    client = app.test_client()
+    sampled, unsampled = f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01", f"00-{'1' * 32}-{PARENT_SPAN_ID}-00"
+    assert client.get("/api/items/1").status_code == 200  # a new trace
+    assert client.get("/api/items/2", headers={"traceparent": sampled}).status_code == 200
+    assert client.get("/api/items/3", headers={"traceparent": unsampled}).status_code == 200
+    assert [span["attributes"]["http.target"] for span in exported(app, collector)] == kept
+
+
+def test_a_server_span_outside_any_request_is_sampled(app):
+    """A span of your own, such as a queue consumer's, asks the sampler outside any request."""
+    sampler = tracing.UnlessPolled(ALWAYS_ON, app)
+    result = sampler.should_sample(None, 1, "consume orders", trace.SpanKind.SERVER)
+    assert result.decision is Decision.RECORD_AND_SAMPLE
+    with app.test_request_context("/livez"):
+        result = sampler.should_sample(None, 1, "GET /livez", trace.SpanKind.SERVER)
+        assert result.decision is Decision.DROP
+
+
+def test_spans_of_your_own_keep_their_attributes_and_follow_the_parent_they_are_given(
+    collector,
+):
+    app = traced_app(collector, otel_traces_sampler="parentbased_always_off")
+    tracer = app.extensions["tracing"].provider.get_tracer("orders")
+    caller = trace.SpanContext(
+        int(TRACE_ID, 16), int(PARENT_SPAN_ID, 16), is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )  # fmt: skip
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(caller))
+    tracer.start_span("reserve stock", context=parent, attributes={"order.id": 7}).end()
+    app.extensions["tracing"].stop()
+    [span] = collector.spans
+    assert span["trace_id"] == TRACE_ID
+    assert span["attributes"] == {"order.id": 7}
 
 
 def test_ids_of_unsampled_requests_are_logged_all_the_same(collector, capsys):
@@ -256,6 +309,105 @@ def test_a_stalled_collector_holds_a_stopping_worker_for_the_export_timeout_only
     app.extensions["tracing"].stop()
     assert time.monotonic() - started < 4 * tracing.EXPORT_TIMEOUT_SECONDS
     assert dropped == {"export_failed": 5}
+
+
+def test_a_stopping_worker_gives_up_on_a_stalled_collector_instead_of_trying_each_batch(
+    collector, monkeypatch
+):
+    monkeypatch.setattr(tracing, "EXPORT_TIMEOUT_SECONDS", 2.0)
+    monkeypatch.setattr(tracing, "STOP_GRACE_SECONDS", 0.2)
+    monkeypatch.setattr(tracing, "EXPORT_BATCH_SIZE", 1)
+    app = traced_app(collector)
+    dropped = count_dropped(app)
+    collector.hold()  # answers nothing until the test ends
+    for _ in range(3):
+        app.test_client().get("/api/items/1")
+    app.extensions["tracing"].stop()
+    assert collector.export_requests == 1, "the batches behind the stalled one are not sent"
+    assert dropped == {"export_failed": 3}
+
+
+def test_a_span_that_ends_while_its_worker_stops_is_counted(collector, monkeypatch):
+    """A request of another thread (gthread workers) may end after the export queue closed."""
+    monkeypatch.setattr(tracing, "EXPORT_TIMEOUT_SECONDS", 2.0)
+    monkeypatch.setattr(tracing, "STOP_GRACE_SECONDS", 0.2)
+    app = traced_app(collector)
+    dropped = count_dropped(app)
+    collector.hold()  # answers nothing until the test ends
+    app.test_client().get("/api/items/1")
+    stopping = threading.Thread(target=app.extensions["tracing"].stop)
+    stopping.start()
+    deadline = time.monotonic() + 60
+    while collector.export_requests == 0:  # the queue is closed once its last export is sent
+        assert time.monotonic() < deadline, "the stop sent nothing"
+        time.sleep(0.01)
+    app.test_client().get("/api/items/2")
+    stopping.join(timeout=60)
+    assert dropped == {"export_failed": 1, "not_exported_at_stop": 1}
+
+
+def test_the_log_says_once_that_spans_are_dropped_and_once_that_they_arrive_again(
+    collector, capsys
+):
+    app = traced_app(collector)
+    client = app.test_client()
+    provider = app.extensions["tracing"].provider
+    log_records = capture_log_records(capsys)
+
+    def export_requests(count: int, answer: int) -> None:
+        collector.answer = answer
+        for _ in range(count):
+            client.get("/api/items/1")
+        provider.force_flush()
+
+    export_requests(2, answer=400)
+    export_requests(3, answer=400)  # dropped too, said no second time
+    export_requests(1, answer=200)
+    export_requests(1, answer=400)  # an outage after the recovery is said again
+    messages = [
+        record["message"] for record in log_records() if record["message"].startswith("tracing:")
+    ]
+    assert messages == [
+        "tracing: dropping spans (export_failed) until the collector takes them",
+        "tracing: exporting again, 5 spans were dropped",
+        "tracing: dropping spans (export_failed) until the collector takes them",
+    ]
+
+
+def test_a_script_exports_its_spans_at_exit_and_its_own_spans_join_them(collector, tmp_path):
+    """Outside gunicorn nothing calls stop: the provider exports at exit. The first app's
+    provider is the global one, which spans of your own use."""
+    script = (
+        "from opentelemetry import trace\n"
+        "from {{ cookiecutter.package_name }}.app import create_app\n"
+        "app = create_app()\n"
+        "with trace.get_tracer('nightly').start_as_current_span('nightly job'):\n"
+        "    assert app.test_client().get('/api/items/1').status_code == 200\n"
+    )
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(PROJECT_DIR / "src"),
+        "APP_ENV": "development",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+    }
+    subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=environment, check=True, timeout=60
+    )
+    spans = {span["name"]: span for span in collector.spans}
+    assert set(spans) == {"nightly job", "GET /api/items/<int:item_id>"}
+    server = spans["GET /api/items/<int:item_id>"]
+    assert server["parent_span_id"] == spans["nightly job"]["span_id"]
+
+
+def test_the_environment_cannot_shrink_the_export_queue_below_its_bound(collector, monkeypatch):
+    """The SDK reads OTEL_BSP_MAX_QUEUE_SIZE; the queue's bound is MAX_QUEUED_SPANS, counted."""
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
+    app = traced_app(collector)
+    collector.hold()
+    for _ in range(5):
+        assert app.test_client().get("/api/items/1").status_code == 200
+    collector.release()
+    assert len(exported(app, collector)) == 5
 
 
 def count_dropped(app: Flask) -> dict[str, int]:

@@ -40,7 +40,8 @@ def init_error_reporting(app: Flask, settings: Settings) -> None:
         environment=settings.app_env,
         release=settings.app_release,
         include_local_variables=False,  # locals hold the WSGI environ with its raw headers
-        # No sampler at all when tracing is off: with one, every request builds a transaction.
+        # No sampler at all when tracing is off: with one, outgoing calls would carry its
+        # "not sampled" in sentry-trace, and the services called would not trace them either.
         traces_sampler=_traces_sampler(app, settings.sentry_traces_sample_rate)
         if settings.sentry_traces_sample_rate > 0
         else None,
