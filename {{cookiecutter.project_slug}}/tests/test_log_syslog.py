@@ -11,17 +11,21 @@ import subprocess
 import threading
 import time
 from contextlib import suppress
-from datetime import datetime
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 from loguru import logger
 
+from {{ cookiecutter.package_name }}.observability import log_syslog
+from {{ cookiecutter.package_name }}.observability.log_syslog import syslog_frame, tls_context
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
 )
 from {{ cookiecutter.package_name }}.settings import (
     SERVICE_NAME,
     SettingsError,
+    host_and_port,
     load_settings,
 )
 
@@ -305,6 +309,101 @@ def test_a_bad_syslog_setting_is_named_in_one_line(monkeypatch, variable, value)
 def test_documented_address_forms_are_accepted(monkeypatch, address):
     monkeypatch.setenv("LOG_SYSLOG_ADDRESS", address)
     assert load_settings().log_syslog_address == address
+
+
+@pytest.mark.parametrize(
+    ("address", "host", "port"),
+    [
+        ("logs.example.com:6514", "logs.example.com", 6514),
+        ("[::1]:514", "::1", 514),  # an IPv6 address is written in brackets
+        ("[2001:db8::7]:601", "2001:db8::7", 601),
+        (" 10.0.0.7:1 ", "10.0.0.7", 1),  # the lowest port
+        ("10.0.0.7:65535", "10.0.0.7", 65535),  # the highest
+    ],
+)
+def test_an_address_gives_the_host_and_port_the_sender_connects_to(address, host, port):
+    assert host_and_port(address) == (host, port)
+
+
+def test_a_port_above_65535_is_refused_with_the_forms_to_use(monkeypatch):
+    monkeypatch.setenv("LOG_SYSLOG_ADDRESS", "logs.example.com:65536")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == (
+        "invalid setting LOG_SYSLOG_ADDRESS='logs.example.com:65536': Value error, "
+        'expected host:port ("logs.example.com:6514", "[::1]:514")'
+    )
+
+
+def test_a_receiver_on_the_ipv6_loopback_gets_the_lines():
+    listener = socket.socket(socket.AF_INET6)
+    try:
+        listener.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    listener.listen()
+    try:
+        configure_logging(make_settings(log_syslog_address=f"[::1]:{listener.getsockname()[1]}"))
+        logger.info("over IPv6")
+        listener.settimeout(15)
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(15)
+            received = b""
+            while b"over IPv6" not in received and (chunk := connection.recv(65536)):
+                received += chunk
+        assert b"over IPv6" in received
+    finally:
+        listener.close()
+
+
+def a_record(when: datetime, level: int = 20) -> dict:
+    """What syslog_frame reads of a loguru record."""
+    return {"time": when, "level": SimpleNamespace(no=level)}
+
+
+def test_a_frame_counts_its_octets_and_ends_with_the_line_without_its_newline():
+    frame = syslog_frame('{"message": "été"}\n', a_record(datetime.now(UTC)), "host")
+    length, _, message = frame.partition(b" ")
+    assert int(length) == len(message)  # bytes, not characters
+    assert message.endswith(' {"message": "été"}'.encode())
+
+
+def test_the_timestamp_is_utc_whatever_the_local_time_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "JST-9")  # UTC+9 as a POSIX rule: needs no time zone data
+    time.tzset()
+    try:
+        local = datetime(2026, 1, 2, 12, 4, 5, 678901).astimezone()  # as loguru stamps a record
+        header = parse_header(syslog_frame("{}\n", a_record(local), "host"))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert header["time"] == b"2026-01-02T03:04:05.678901Z"
+
+
+def parse_header(frame: bytes) -> dict:
+    header = HEADER.fullmatch(frame.partition(b" ")[2])
+    assert header, frame[:200]
+    return header.groupdict()
+
+
+def test_header_fields_keep_printable_ascii_and_the_lengths_rfc_5424_allows(monkeypatch):
+    monkeypatch.setattr(log_syslog, "SERVICE_NAME", "s" * 60)  # a long project name
+    when = a_record(datetime.now(UTC))
+    assert parse_header(syslog_frame("{}", when, "h" * 300))["host"] == b"h" * 255
+    assert parse_header(syslog_frame("{}", when, "h"))["app"] == b"s" * 48
+    # "!" and "~" are the first and last printable characters; a space or DEL is none.
+    assert parse_header(syslog_frame("{}", when, "!web 01~\x7f"))["host"] == b"!web01~"
+    assert parse_header(syslog_frame("{}", when, " \t"))["host"] == b"-"  # nothing left
+
+
+def test_a_ca_file_that_holds_no_certificate_is_named_in_one_line(tmp_path):
+    not_a_ca = tmp_path / "ca.pem"
+    not_a_ca.write_text("not a certificate\n")
+    with pytest.raises(SettingsError) as error:
+        tls_context(not_a_ca)
+    assert str(error.value).startswith(f"invalid setting LOG_SYSLOG_CA_FILE='{not_a_ca}': ")
+    assert "\n" not in str(error.value)
 
 
 def test_a_ca_file_that_holds_no_certificate_stops_gunicorn_with_one_line(tmp_path):
