@@ -173,9 +173,15 @@ def test_a_write_error_other_than_a_full_disk_is_told_once_and_counted(
         (b"", b""),
     ],
     ids=[
-        "whole", "short", "longer-than-a-chunk", "a-chunk", "first-byte", "far", "no-newline",
+        "whole",
+        "short",
+        "longer-than-a-chunk",
+        "a-chunk",
+        "first-byte",
+        "far",
+        "no-newline",
         "empty",
-    ],  # fmt: skip
+    ],
 )
 def test_a_line_cut_short_by_a_crash_is_taken_out_at_the_last_newline(tmp_path, content, kept):
     log_file = tmp_path / "service.log"

@@ -7,8 +7,8 @@ import os
 import re
 import shutil
 import socket
-import struct
 import ssl
+import struct
 import subprocess
 import termios
 import threading
@@ -285,6 +285,21 @@ def wait_for_stderr(capsys, text: str, timeout: float = 15.0) -> str:
     return seen
 
 
+def test_a_receiver_that_never_answers_the_tls_handshake_is_given_up_and_told(monkeypatch, capsys):
+    monkeypatch.setattr(log_syslog, "CONNECT_TIMEOUT_SECONDS", 0.5)
+    silent = socket.socket()  # the kernel accepts connections to it; nobody answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        configure_logging(make_settings(log_syslog_address=address, log_syslog_tls=True))
+        errors = wait_for_stderr(capsys, f"cannot reach syslog at {address}")
+        [notice] = [line for line in errors.splitlines() if "cannot reach syslog" in line]
+        assert notice.endswith("timed out")
+    finally:
+        silent.close()
+
+
 def test_lines_wait_while_the_receiver_is_away_and_what_overflows_is_counted_and_told(capsys):
     port = free_port()  # nobody listens on it yet
     counted = []
@@ -346,9 +361,7 @@ def test_a_receiver_that_resets_the_connection_gets_the_next_lines_over_a_new_on
     assert [parse(m)["record"]["message"] for m in receiver.messages] == ["before", "after"]
 
 
-def test_a_receiver_away_for_a_while_gets_the_lines_logged_meanwhile(
-    receiver, monkeypatch, capsys
-):
+def test_a_receiver_away_for_a_while_gets_the_lines_logged_meanwhile(receiver, monkeypatch, capsys):
     monkeypatch.setattr(log_syslog, "LAST_RETRY_SECONDS", 0.05)
     configure_logging(make_settings(log_syslog_address=receiver.address))
     logger.info("before")
@@ -479,9 +492,12 @@ def test_stopping_returns_as_soon_as_everything_is_sent_and_reaching_again_is_to
     receiver = SyslogReceiver(port=port)
     try:
         assert receiver.wait_for(10)
+        receiver.restart()  # reached at once again: nothing to tell
+        logger.info("after a restart")
+        assert receiver.wait_for(11)
         remove_sinks()  # nothing left to wait for: it returns without waiting
         errors += capsys.readouterr().err
-        assert f"syslog at 127.0.0.1:{port} reached again" in errors
+        assert errors.count(f"syslog at 127.0.0.1:{port} reached again") == 1
         assert "sending to syslog again" not in errors, "no line was dropped"
         assert counted == []
     finally:
@@ -541,7 +557,8 @@ def test_a_receiver_that_stops_reading_costs_the_line_in_flight_counted_and_told
     assert counted == [("syslog", "send_error", 1)]
     receiver.resume()
     logger.info("after")  # over a new connection
-    assert wait_until(lambda: [parse(m)["record"]["message"] for m in receiver.messages] == ["after"])
+    assert receiver.wait_for(1)
+    assert [parse(m)["record"]["message"] for m in receiver.messages] == ["after"]
     wait_for_stderr(capsys, "sending to syslog again, 1 lines were dropped")
 
 
