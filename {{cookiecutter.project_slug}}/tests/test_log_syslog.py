@@ -541,25 +541,38 @@ def test_the_buffer_holds_exactly_its_capacity_before_and_after_a_batch(
         late.stop()
 
 
+@pytest.mark.parametrize("over", ["tcp", "tls"])
 def test_a_receiver_that_stops_reading_costs_the_line_in_flight_counted_and_told(
-    receiver, monkeypatch, capsys
+    over, request, monkeypatch, capsys
 ):
     monkeypatch.setattr(log_syslog, "SEND_TIMEOUT_SECONDS", 1.0)
-    counted = []
-    settings = make_settings(log_syslog_address=receiver.address, log_syslog_buffer_bytes=2 * BIG)
-    configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
-    receiver.pause()
-    hold_a_large_line_in_flight(receiver)
-    wait_for_stderr(
-        capsys,
-        f"dropping lines to syslog at {receiver.address}: the connection failed: timed out\n",
-    )
-    assert counted == [("syslog", "send_error", 1)]
-    receiver.resume()
-    logger.info("after")  # over a new connection
-    assert receiver.wait_for(1)
-    assert [parse(m)["record"]["message"] for m in receiver.messages] == ["after"]
-    wait_for_stderr(capsys, "sending to syslog again, 1 lines were dropped")
+    if over == "tls":
+        cert, key = request.getfixturevalue("certificate")
+        receiver = tls_receiver(cert, key)
+        tls = {"log_syslog_tls": True, "log_syslog_ca_file": cert}
+    else:
+        receiver, tls = SyslogReceiver(), {}
+    try:
+        counted = []
+        settings = make_settings(
+            log_syslog_address=receiver.address, log_syslog_buffer_bytes=2 * BIG, **tls
+        )
+        configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
+        logger.info("first")  # over TLS, the receiver's session tickets have come by now
+        assert receiver.wait_for(1)
+        receiver.pause()
+        hold_a_large_line_in_flight(receiver)
+        failed = f"dropping lines to syslog at {receiver.address}: the connection failed: "
+        [notice] = [line for line in wait_for_stderr(capsys, failed).splitlines() if failed in line]
+        assert notice.endswith("timed out")
+        assert counted == [("syslog", "send_error", 1)]
+        receiver.resume()
+        logger.info("after")  # over a new connection
+        assert receiver.wait_for(2)
+        assert [parse(m)["record"]["message"] for m in receiver.messages] == ["first", "after"]
+        wait_for_stderr(capsys, "sending to syslog again, 1 lines were dropped")
+    finally:
+        receiver.stop()
 
 
 def test_stopping_while_the_receiver_is_unreachable_counts_what_it_held(capsys):
