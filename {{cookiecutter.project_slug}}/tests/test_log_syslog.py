@@ -329,7 +329,7 @@ def test_lines_wait_while_the_receiver_is_away_and_what_overflows_is_counted_and
         assert receiver.wait_for(600 - dropped + 2)
         receiver.stop()
         logger.info("held")  # a new episode: the receiver is gone, and the sink stops
-        wait_for_stderr(capsys, f"cannot reach syslog at 127.0.0.1:{port}")
+        errors += wait_for_stderr(capsys, f"cannot reach syslog at 127.0.0.1:{port}")
         logger.remove()  # writes out the notices
         errors += capsys.readouterr().err
         assert errors.count("sending to syslog again") == 1
