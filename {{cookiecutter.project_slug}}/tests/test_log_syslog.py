@@ -1,6 +1,7 @@
 """Syslog shipping (observability/log_syslog.py) against a receiver on a loopback port:
 RFC 5424 messages framed by octet counting, over TLS too, a buffer that holds lines while
-the receiver is away and counts what overflows, and bad settings refused in one line."""
+the receiver is away and counts what overflows, a receiver that stalls, resets or comes
+back, a stop that waits only while lines move, and bad settings refused in one line."""
 
 import fcntl
 import os
