@@ -509,6 +509,8 @@ def test_the_buffer_holds_exactly_its_capacity_before_and_after_a_batch(
     receiver, monkeypatch, capsys
 ):
     monkeypatch.setattr(log_syslog, "LAST_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)
+    monkeypatch.setattr(log_syslog, "STUCK_AFTER_SECONDS", 3600)
     pad = "p" * 1000
     configure_logging(make_settings(log_syslog_address=receiver.address))
     logger.info("line {:05d} {}", 0, pad)
@@ -538,6 +540,7 @@ def test_the_buffer_holds_exactly_its_capacity_before_and_after_a_batch(
         assert late.wait_for(2 * lines)
         numbers = [int(parse(m)["record"]["message"].split()[1]) for m in late.messages]
         assert numbers == [*range(lines), *range(lines + 1, 2 * lines + 1)]
+        remove_sinks()  # everything was sent: stopping waits for nothing
     finally:
         late.stop()
 
