@@ -22,7 +22,11 @@ import pytest
 from loguru import logger
 
 from {{ cookiecutter.package_name }}.observability import log_syslog
-from {{ cookiecutter.package_name }}.observability.log_syslog import syslog_frame, tls_context
+from {{ cookiecutter.package_name }}.observability.log_syslog import (
+    SyslogSender,
+    syslog_frame,
+    tls_context,
+)
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
 )
@@ -390,6 +394,15 @@ def test_stopping_ends_the_sending_thread_even_while_it_waits_to_try_again(monke
     logger.remove()
     sending.join(60)
     assert not sending.is_alive()
+
+
+def test_a_sender_made_with_its_defaults_sends_and_stops(receiver):
+    sink = logger.add(SyslogSender(receiver.address), format="{message}")  # no notices
+    logger.info("plain")
+    assert receiver.wait_for(1)
+    logger.remove(sink)
+    assert receiver.wait_until_closed(1)
+    assert HEADER.fullmatch(receiver.messages[0])["msg"] == b"plain"
 
 
 def test_reconfiguring_as_on_hup_loses_no_line_and_sends_none_twice(receiver):
