@@ -1,7 +1,9 @@
 """Workers' log lines reach the master's sinks whole, and a killed worker blocks nobody."""
 
+import json
 import os
 import signal
+import socket
 import time
 
 import pytest
@@ -14,6 +16,7 @@ from {{ cookiecutter.package_name }}.observability.log_relay import (
     MAX_DATAGRAM,
     LogRelay,
     _pack,
+    _send,
     forward_logs_to_master,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
@@ -251,3 +254,49 @@ def test_a_record_at_the_datagram_limit_arrives_whole_and_one_byte_more_is_cut(c
     else:
         assert record["message"] == "y" * (len(record["message"]))
         assert len(record["message"]) > MAX_DATAGRAM - 1000
+
+
+def sent_datagram(lines: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """What a worker sends for a record rendered as `lines`: the datagram, and its lines."""
+    worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with worker, master:
+        # Private, but the unit that decides what a datagram holds: no fork needed.
+        _send(worker, json.dumps(["INFO", lines]))
+        datagram = master.recv(2 * MAX_DATAGRAM)
+    return datagram, json.loads(datagram)[1]
+
+
+TEXT_PREFIX = "2026-01-02 03:04:05.678 | INFO     | - | my_service - "
+
+
+@pytest.mark.parametrize(
+    "console",
+    [
+        TEXT_PREFIX + "padded to a column   \n",
+        TEXT_PREFIX + "over the limit: MAX\n",
+        # Two lines in the record: each may keep a quarter of a datagram, exactly this.
+        "w" * (MAX_DATAGRAM // 4) + "\n",
+    ],
+    ids=["trailing-spaces", "trailing-letter", "exactly-its-share"],
+)
+def test_a_line_that_fits_is_left_as_it_is_when_another_line_of_the_record_is_cut(console):
+    file = json.dumps({"message": "kept", "payload": "p" * (2 * MAX_DATAGRAM)}) + "\n"
+    datagram, lines = sent_datagram({"console": console, "file": file})
+    assert len(datagram) <= MAX_DATAGRAM
+    assert lines["console"] == console
+    assert json.loads(lines["file"])["payload"].endswith(" characters cut by the log relay]")
+
+
+def test_values_that_escaping_makes_larger_are_cut_until_they_fit_and_fill_half_of_it():
+    # An "é" is six characters in a JSON line, and seven once the line is in the datagram:
+    # the first cut is too large, about one and a quarter datagrams, and the relay cuts
+    # further, but keeps more than half a datagram.
+    value = "éée" * 17_000
+    fields = {"message": value, **{f"field.{n}": value for n in range(20)}}
+    datagram, lines = sent_datagram({"console": "short\n", "file": json.dumps(fields) + "\n"})
+    assert MAX_DATAGRAM // 2 < len(datagram) <= MAX_DATAGRAM
+    for kept_and_mark in json.loads(lines["file"]).values():
+        kept, mark = kept_and_mark.split(" [...")
+        assert value.startswith(kept)
+        assert mark == f"{len(value) - len(kept)} characters cut by the log relay]"
+    assert lines["console"] == "short\n"

@@ -167,11 +167,21 @@ def test_a_write_error_other_than_a_full_disk_is_told_once_and_counted(
         (b"one\ntwo\ntw", b"one\ntwo\n"),
         (b"one\n" + b"p" * (100 * 1024), b"one\n"),  # the newline is in an earlier chunk
         (b"one\n" + b"p" * (64 * 1024), b"one\n"),
+        (b"\n" + b"p" * (64 * 1024), b"\n"),  # the last newline is the file's first byte
         (LINE.encode() * 3000 + b"p" * (100 * 1024), LINE.encode() * 3000),  # far from the start
         (b"p" * (70 * 1024), b""),
         (b"", b""),
     ],
-    ids=["whole", "short", "longer-than-a-chunk", "a-chunk", "far", "no-newline", "empty"],
+    ids=[
+        "whole",
+        "short",
+        "longer-than-a-chunk",
+        "a-chunk",
+        "first-byte",
+        "far",
+        "no-newline",
+        "empty",
+    ],
 )
 def test_a_line_cut_short_by_a_crash_is_taken_out_at_the_last_newline(tmp_path, content, kept):
     log_file = tmp_path / "service.log"

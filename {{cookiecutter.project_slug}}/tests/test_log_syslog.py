@@ -1,27 +1,39 @@
 """Syslog shipping (observability/log_syslog.py) against a receiver on a loopback port:
 RFC 5424 messages framed by octet counting, over TLS too, a buffer that holds lines while
-the receiver is away and counts what overflows, and bad settings refused in one line."""
+the receiver is away and counts what overflows, a receiver that stalls, resets or comes
+back, a stop that waits only while lines move, and bad settings refused in one line."""
 
+import fcntl
 import os
 import re
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
+import termios
 import threading
 import time
 from contextlib import suppress
-from datetime import datetime
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 from loguru import logger
 
+from {{ cookiecutter.package_name }}.observability import log_syslog
+from {{ cookiecutter.package_name }}.observability.log_syslog import (
+    SyslogSender,
+    syslog_frame,
+    tls_context,
+)
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
 )
 from {{ cookiecutter.package_name }}.settings import (
     SERVICE_NAME,
     SettingsError,
+    host_and_port,
     load_settings,
 )
 
@@ -40,13 +52,18 @@ SEVERITY = {"critical": 2, "error": 3, "warning": 4, "success": 5, "info": 6, "d
 
 class SyslogReceiver:
     """Takes octet-counted syslog messages (RFC 6587 section 3.4.1) on a loopback port,
-    optionally over TLS; `restart` drops every connection, as a restarting receiver does."""
+    optionally over TLS; `restart` drops every connection, as a restarting receiver does,
+    and `pause` stops reading, as a stuck one does."""
 
     def __init__(self, tls: ssl.SSLContext | None = None, port: int = 0) -> None:
         self.messages: list[bytes] = []
         self.framing_errors: list[bytes] = []
+        self.accepted = 0
+        self.closed = 0  # connections the sender ended
         self._tls = tls
         self._arrived = threading.Condition()
+        self._reading = threading.Event()
+        self._reading.set()
         self._connections: list[socket.socket] = []
         self._listen(port)
         self.port = self._listener.getsockname()[1]
@@ -56,20 +73,51 @@ class SyslogReceiver:
         with self._arrived:
             return self._arrived.wait_for(lambda: len(self.messages) >= count, timeout)
 
-    def stop(self) -> None:
+    def wait_until_closed(self, count: int, timeout: float = 15.0) -> bool:
+        with self._arrived:
+            return self._arrived.wait_for(lambda: self.closed >= count, timeout)
+
+    def pause(self) -> None:
+        self._reading.clear()
+
+    def resume(self) -> None:
+        self._reading.set()
+
+    def unread_bytes(self) -> int:
+        """What has arrived and waits to be read, as a paused receiver lets it pile up."""
+        unread = 0
+        for connection in list(self._connections):
+            with suppress(OSError):
+                count = fcntl.ioctl(connection.fileno(), termios.FIONREAD, b"\0" * 4)
+                unread += struct.unpack("i", count)[0]
+        return unread
+
+    def stop(self, reset: bool = False) -> None:
+        """With `reset`, the connections end with a TCP reset, as a receiver that crashed
+        ends them, once their reading threads have ended."""
+        closed = self.closed + len(self._connections)
         for sock in [self._listener, *self._connections]:
+            if reset and sock is not self._listener:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             with suppress(OSError):  # not connected any more
-                sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked on it
+                # Wakes the thread blocked on it; reading alone, so that nothing is sent.
+                sock.shutdown(socket.SHUT_RD if reset else socket.SHUT_RDWR)
             sock.close()
         self._connections.clear()
+        self._reading.set()
+        if reset:  # the reset leaves once no thread uses the socket
+            assert self.wait_until_closed(closed)
 
-    def restart(self) -> None:
-        self.stop()
+    def restart(self, reset: bool = False) -> None:
+        self.stop(reset)
         self._listen(self.port)
 
     def _listen(self, port: int) -> None:
         self._listener = socket.socket()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # A small receive buffer, which the connections inherit: while the receiver is
+        # paused, a sender soon has more in flight than the kernel holds for it.
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         self._listener.bind(("127.0.0.1", port))
         self._listener.listen()
         threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
@@ -84,36 +132,45 @@ class SyslogReceiver:
                 continue  # a client that does not trust us: it tries again
             except OSError:
                 return  # stopped
+            self.accepted += 1
             self._connections.append(connection)
             threading.Thread(target=self._read, args=(connection,), daemon=True).start()
 
     def _read(self, connection: socket.socket) -> None:
-        received = b""
-        while chunk := self._receive(connection):
+        received = bytearray()
+        while self._reading.wait() and (chunk := self._receive(connection)):
             received += chunk
             while (frame := self._next_frame(received)) is not None:
-                message, received = frame
                 with self._arrived:
-                    self.messages.append(message)
+                    self.messages.append(frame)
                     self._arrived.notify_all()
+        with self._arrived:
+            self.closed += 1
+            self._arrived.notify_all()
 
     @staticmethod
     def _receive(connection: socket.socket) -> bytes:
         try:
-            return connection.recv(65536)
+            return connection.recv(1024 * 1024)
         except OSError:
             return b""
 
-    def _next_frame(self, received: bytes) -> tuple[bytes, bytes] | None:
-        length, space, rest = received.partition(b" ")
-        if not space:
+    def _next_frame(self, received: bytearray) -> bytes | None:
+        """The first whole message, taken out of `received`."""
+        space = received.find(b" ", 0, 12)
+        if space == -1 and len(received) < 12:
             return None
+        length = bytes(received[:space])
         if not length.isdigit():
-            self.framing_errors.append(received[:80])
+            self.framing_errors.append(bytes(received[:80]))
+            received.clear()
             return None
-        if len(rest) < int(length):
+        end = space + 1 + int(length)
+        if len(received) < end:
             return None
-        return rest[: int(length)], rest[int(length) :]
+        message = bytes(received[space + 1 : end])
+        del received[:end]
+        return message
 
 
 @pytest.fixture
@@ -190,6 +247,24 @@ def test_lines_go_over_tls_to_a_receiver_whose_certificate_the_ca_file_trusts(ce
         receiver.stop()
 
 
+def test_lines_logged_one_after_another_over_tls_share_one_connection(certificate):
+    receiver = tls_receiver(*certificate)
+    try:
+        settings = make_settings(
+            log_syslog_address=receiver.address, log_syslog_tls=True,
+            log_syslog_ca_file=certificate[0],
+        )  # fmt: skip
+        configure_logging(settings)
+        for number in range(3):
+            logger.info("over TLS {}", number)
+            assert receiver.wait_for(number + 1)
+        # The receiver's TLS housekeeping (session tickets) makes the connection readable:
+        # that is not the receiver closing it.
+        assert receiver.accepted == 1
+    finally:
+        receiver.stop()
+
+
 def test_a_receiver_whose_certificate_is_not_trusted_gets_nothing_and_stderr_says_why(
     certificate, capsys
 ):
@@ -215,6 +290,21 @@ def wait_for_stderr(capsys, text: str, timeout: float = 15.0) -> str:
     return seen
 
 
+def test_a_receiver_that_never_answers_the_tls_handshake_is_given_up_and_told(monkeypatch, capsys):
+    monkeypatch.setattr(log_syslog, "CONNECT_TIMEOUT_SECONDS", 0.5)
+    silent = socket.socket()  # the kernel accepts connections to it; nobody answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        configure_logging(make_settings(log_syslog_address=address, log_syslog_tls=True))
+        errors = wait_for_stderr(capsys, f"cannot reach syslog at {address}")
+        [notice] = [line for line in errors.splitlines() if "cannot reach syslog" in line]
+        assert notice.endswith("timed out")
+    finally:
+        silent.close()
+
+
 def test_lines_wait_while_the_receiver_is_away_and_what_overflows_is_counted_and_told(capsys):
     port = free_port()  # nobody listens on it yet
     counted = []
@@ -237,7 +327,18 @@ def test_lines_wait_while_the_receiver_is_away_and_what_overflows_is_counted_and
         assert receiver.wait_for(600 - dropped + 1)
         errors = wait_for_stderr(capsys, f"sending to syslog again, {dropped} lines were dropped")
         assert errors.count("dropping lines to syslog") == 1
+        assert f"at 127.0.0.1:{port}: a buffer of {64 * 1024} bytes is full" in errors
         assert errors.count(f"cannot reach syslog at 127.0.0.1:{port}") == 1
+
+        logger.info("later")  # the episode is over: a line sent now has nothing to tell
+        assert receiver.wait_for(600 - dropped + 2)
+        receiver.stop()
+        logger.info("held")  # a new episode: the receiver is gone, and the sink stops
+        errors += wait_for_stderr(capsys, f"cannot reach syslog at 127.0.0.1:{port}")
+        logger.remove()  # writes out the notices
+        errors += capsys.readouterr().err
+        assert errors.count("sending to syslog again") == 1
+        assert counted[-1] == ("syslog", "stopped", 1)
     finally:
         receiver.stop()
 
@@ -255,6 +356,55 @@ def test_a_restarted_receiver_gets_the_lines_logged_after_it_closed_the_connecti
     assert messages == [f"before {n}" for n in range(10)] + [f"after {n}" for n in range(10)]
 
 
+def test_a_receiver_that_resets_the_connection_gets_the_next_lines_over_a_new_one(receiver):
+    configure_logging(make_settings(log_syslog_address=receiver.address))
+    logger.info("before")
+    assert receiver.wait_for(1)
+    receiver.restart(reset=True)  # as a receiver that crashed, or a firewall, does
+    logger.info("after")
+    assert receiver.wait_for(2)
+    assert [parse(m)["record"]["message"] for m in receiver.messages] == ["before", "after"]
+
+
+def test_a_receiver_away_for_a_while_gets_the_lines_logged_meanwhile(receiver, monkeypatch, capsys):
+    monkeypatch.setattr(log_syslog, "LAST_RETRY_SECONDS", 0.05)
+    configure_logging(make_settings(log_syslog_address=receiver.address))
+    logger.info("before")
+    assert receiver.wait_for(1)
+    receiver.stop()
+    logger.info("while away")
+    wait_for_stderr(capsys, f"cannot reach syslog at {receiver.address}")
+    back = SyslogReceiver(port=receiver.port)
+    try:
+        assert back.wait_for(1)
+        assert [parse(m)["record"]["message"] for m in back.messages] == ["while away"]
+        wait_for_stderr(capsys, f"syslog at {receiver.address} reached again")
+    finally:
+        back.stop()
+
+
+def test_stopping_ends_the_sending_thread_even_while_it_waits_to_try_again(monkeypatch, capsys):
+    monkeypatch.setattr(log_syslog, "FIRST_RETRY_SECONDS", 3600)  # the next attempt: in an hour
+    others = set(threading.enumerate())
+    port = free_port()
+    configure_logging(make_settings(log_syslog_address=f"127.0.0.1:{port}"))
+    wait_for_stderr(capsys, f"cannot reach syslog at 127.0.0.1:{port}")
+    # Named, as py-spy and faulthandler show it.
+    [sending] = [t for t in threading.enumerate() if t not in others and t.name == "log-syslog"]
+    logger.remove()
+    sending.join(60)
+    assert not sending.is_alive()
+
+
+def test_a_sender_made_with_its_defaults_sends_and_stops(receiver):
+    sink = logger.add(SyslogSender(receiver.address), format="{message}")  # no notices
+    logger.info("plain")
+    assert receiver.wait_for(1)
+    logger.remove(sink)
+    assert receiver.wait_until_closed(1)
+    assert HEADER.fullmatch(receiver.messages[0])["msg"] == b"plain"
+
+
 def test_reconfiguring_as_on_hup_loses_no_line_and_sends_none_twice(receiver):
     settings = make_settings(log_syslog_address=receiver.address)
     configure_logging(settings)
@@ -265,6 +415,181 @@ def test_reconfiguring_as_on_hup_loses_no_line_and_sends_none_twice(receiver):
     assert receiver.wait_for(301)
     messages = [parse(m)["record"]["message"] for m in receiver.messages]
     assert messages == [f"first {n}" for n in range(300)] + ["second"]
+
+
+BIG = 8 * 1024 * 1024  # more than the kernel holds in flight for a paused receiver
+
+
+def wait_until(condition, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def hold_a_large_line_in_flight(receiver: SyslogReceiver) -> str:
+    """Log a line larger than the socket buffers to a paused receiver: the sender's thread
+    stays in the middle of sending it, and the lines logged next wait in its buffer."""
+    message = "large " + "x" * BIG
+    logger.info(message)
+    assert wait_until(lambda: receiver.unread_bytes() > 0), "the sender took no line"
+    return message
+
+
+def remove_sinks(meanwhile=lambda: None) -> None:
+    """logger.remove(), which stops the sinks, run while `meanwhile` runs; a stop that
+    never returns fails the test instead of hanging it."""
+    removing = threading.Thread(target=logger.remove, daemon=True)
+    removing.start()
+    meanwhile()
+    removing.join(60)
+    assert not removing.is_alive(), "stopping the syslog sink did not return"
+
+
+def test_stopping_gives_up_on_a_receiver_that_takes_nothing_and_counts_what_waited(
+    receiver, monkeypatch, capsys
+):
+    monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)  # the receiver's stall ends it
+    counted = []
+    settings = make_settings(log_syslog_address=receiver.address, log_syslog_buffer_bytes=2 * BIG)
+    configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
+    receiver.pause()
+    in_flight = hold_a_large_line_in_flight(receiver)
+    for number in range(10):
+        logger.info("waiting {}", number)
+    remove_sinks()
+    assert counted == [("syslog", "stopped", 10)]
+    assert (
+        f"logging: dropping lines to syslog at {receiver.address}: "
+        "the sink stopped before sending them\n"
+    ) in capsys.readouterr().err, "told by the time the sink has stopped"
+
+    receiver.resume()  # the line in flight goes on, and the thread ends after it
+    assert receiver.wait_until_closed(1), "the sender's connection stayed open"
+    assert [parse(m)["record"]["message"] for m in receiver.messages] == [in_flight]
+
+
+# These tests take capsys: the console then writes to memory, and drops none of their lines.
+def test_stopping_waits_while_the_receiver_takes_what_is_buffered(receiver, monkeypatch, capsys):
+    # Neither bound ends this wait: only the receiver taking everything does.
+    monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)
+    monkeypatch.setattr(log_syslog, "STUCK_AFTER_SECONDS", 3600)
+    counted = []
+    settings = make_settings(log_syslog_address=receiver.address, log_syslog_buffer_bytes=2 * BIG)
+    configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
+    receiver.pause()
+    in_flight = hold_a_large_line_in_flight(receiver)
+    for number in range(10):
+        logger.info("waiting {}", number)
+    remove_sinks(meanwhile=receiver.resume)  # the receiver takes lines again as the sink stops
+    assert counted == []
+    assert receiver.wait_for(11)
+    messages = [parse(m)["record"]["message"] for m in receiver.messages]
+    assert messages == [in_flight] + [f"waiting {number}" for number in range(10)]
+
+
+def test_stopping_returns_as_soon_as_everything_is_sent_and_reaching_again_is_told(
+    monkeypatch, capsys
+):
+    monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)
+    monkeypatch.setattr(log_syslog, "STUCK_AFTER_SECONDS", 3600)
+    # Attempts close together, so that several fail before the receiver comes.
+    monkeypatch.setattr(log_syslog, "FIRST_RETRY_SECONDS", 0.001)
+    monkeypatch.setattr(log_syslog, "LAST_RETRY_SECONDS", 0.05)
+    port = free_port()
+    counted = []
+    settings = make_settings(log_syslog_address=f"127.0.0.1:{port}")
+    configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
+    for number in range(10):
+        logger.info("held {}", number)
+    errors = wait_for_stderr(capsys, f"cannot reach syslog at 127.0.0.1:{port}")
+    receiver = SyslogReceiver(port=port)
+    try:
+        assert receiver.wait_for(10)
+        receiver.restart()  # reached at once again: nothing to tell
+        logger.info("after a restart")
+        assert receiver.wait_for(11)
+        remove_sinks()  # nothing left to wait for: it returns without waiting
+        errors += capsys.readouterr().err
+        assert errors.count(f"syslog at 127.0.0.1:{port} reached again") == 1
+        assert "sending to syslog again" not in errors, "no line was dropped"
+        assert counted == []
+    finally:
+        receiver.stop()
+
+
+def test_the_buffer_holds_exactly_its_capacity_before_and_after_a_batch(
+    receiver, monkeypatch, capsys
+):
+    monkeypatch.setattr(log_syslog, "LAST_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)
+    monkeypatch.setattr(log_syslog, "STUCK_AFTER_SECONDS", 3600)
+    pad = "p" * 1000
+    configure_logging(make_settings(log_syslog_address=receiver.address))
+    logger.info("line {:05d} {}", 0, pad)
+    assert receiver.wait_for(1)
+    # Every line "line NNNNN <pad>" makes a frame of this length.
+    frame = len(b"%d %b" % (len(receiver.messages[0]), receiver.messages[0]))
+    lines = -(-BIG // frame)  # as many as make one batch larger than the kernel holds
+    port = free_port()
+    counted = []
+    settings = make_settings(
+        log_syslog_address=f"127.0.0.1:{port}", log_syslog_buffer_bytes=lines * frame
+    )
+    configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
+    for number in range(lines + 1):  # the buffer exactly full, then one line more
+        logger.info("line {:05d} {}", number, pad)
+    assert counted == [("syslog", "buffer_full", 1)]
+
+    late = SyslogReceiver(port=port)
+    late.pause()
+    try:
+        # The whole buffer goes in one batch that stays in flight: the buffer is empty again.
+        assert wait_until(lambda: late.unread_bytes() > 0)
+        for number in range(lines + 1, 2 * lines + 2):
+            logger.info("line {:05d} {}", number, pad)
+        assert counted == [("syslog", "buffer_full", 1)] * 2
+        late.resume()
+        assert late.wait_for(2 * lines)
+        numbers = [int(parse(m)["record"]["message"].split()[1]) for m in late.messages]
+        assert numbers == [*range(lines), *range(lines + 1, 2 * lines + 1)]
+        remove_sinks()  # everything was sent: stopping waits for nothing
+    finally:
+        late.stop()
+
+
+@pytest.mark.parametrize("over", ["tcp", "tls"])
+def test_a_receiver_that_stops_reading_costs_the_line_in_flight_counted_and_told(
+    over, request, monkeypatch, capsys
+):
+    monkeypatch.setattr(log_syslog, "SEND_TIMEOUT_SECONDS", 1.0)
+    if over == "tls":
+        cert, key = request.getfixturevalue("certificate")
+        receiver = tls_receiver(cert, key)
+        tls = {"log_syslog_tls": True, "log_syslog_ca_file": cert}
+    else:
+        receiver, tls = SyslogReceiver(), {}
+    try:
+        counted = []
+        settings = make_settings(
+            log_syslog_address=receiver.address, log_syslog_buffer_bytes=2 * BIG, **tls
+        )
+        configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
+        logger.info("first")  # over TLS, the receiver's session tickets have come by now
+        assert receiver.wait_for(1)
+        receiver.pause()
+        hold_a_large_line_in_flight(receiver)
+        failed = f"dropping lines to syslog at {receiver.address}: the connection failed: "
+        [notice] = [line for line in wait_for_stderr(capsys, failed).splitlines() if failed in line]
+        assert notice.endswith("timed out")
+        assert counted == [("syslog", "send_error", 1)]
+        receiver.resume()
+        logger.info("after")  # over a new connection
+        assert receiver.wait_for(2)
+        assert [parse(m)["record"]["message"] for m in receiver.messages] == ["first", "after"]
+        wait_for_stderr(capsys, "sending to syslog again, 1 lines were dropped")
+    finally:
+        receiver.stop()
 
 
 def test_stopping_while_the_receiver_is_unreachable_counts_what_it_held(capsys):
@@ -305,6 +630,101 @@ def test_a_bad_syslog_setting_is_named_in_one_line(monkeypatch, variable, value)
 def test_documented_address_forms_are_accepted(monkeypatch, address):
     monkeypatch.setenv("LOG_SYSLOG_ADDRESS", address)
     assert load_settings().log_syslog_address == address
+
+
+@pytest.mark.parametrize(
+    ("address", "host", "port"),
+    [
+        ("logs.example.com:6514", "logs.example.com", 6514),
+        ("[::1]:514", "::1", 514),  # an IPv6 address is written in brackets
+        ("[2001:db8::7]:601", "2001:db8::7", 601),
+        (" 10.0.0.7:1 ", "10.0.0.7", 1),  # the lowest port
+        ("10.0.0.7:65535", "10.0.0.7", 65535),  # the highest
+    ],
+)
+def test_an_address_gives_the_host_and_port_the_sender_connects_to(address, host, port):
+    assert host_and_port(address) == (host, port)
+
+
+def test_a_port_above_65535_is_refused_with_the_forms_to_use(monkeypatch):
+    monkeypatch.setenv("LOG_SYSLOG_ADDRESS", "logs.example.com:65536")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == (
+        "invalid setting LOG_SYSLOG_ADDRESS='logs.example.com:65536': Value error, "
+        'expected host:port ("logs.example.com:6514", "[::1]:514")'
+    )
+
+
+def test_a_receiver_on_the_ipv6_loopback_gets_the_lines():
+    listener = socket.socket(socket.AF_INET6)
+    try:
+        listener.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    listener.listen()
+    try:
+        configure_logging(make_settings(log_syslog_address=f"[::1]:{listener.getsockname()[1]}"))
+        logger.info("over IPv6")
+        listener.settimeout(15)
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(15)
+            received = b""
+            while b"over IPv6" not in received and (chunk := connection.recv(65536)):
+                received += chunk
+        assert b"over IPv6" in received
+    finally:
+        listener.close()
+
+
+def a_record(when: datetime, level: int = 20) -> dict:
+    """What syslog_frame reads of a loguru record."""
+    return {"time": when, "level": SimpleNamespace(no=level)}
+
+
+def test_a_frame_counts_its_octets_and_ends_with_the_line_without_its_newline():
+    frame = syslog_frame('{"message": "été"}\n', a_record(datetime.now(UTC)), "host")
+    length, _, message = frame.partition(b" ")
+    assert int(length) == len(message)  # bytes, not characters
+    assert message.endswith(' {"message": "été"}'.encode())
+
+
+def test_the_timestamp_is_utc_whatever_the_local_time_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "JST-9")  # UTC+9 as a POSIX rule: needs no time zone data
+    time.tzset()
+    try:
+        local = datetime(2026, 1, 2, 12, 4, 5, 678901).astimezone()  # as loguru stamps a record
+        header = parse_header(syslog_frame("{}\n", a_record(local), "host"))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert header["time"] == b"2026-01-02T03:04:05.678901Z"
+
+
+def parse_header(frame: bytes) -> dict:
+    header = HEADER.fullmatch(frame.partition(b" ")[2])
+    assert header, frame[:200]
+    return header.groupdict()
+
+
+def test_header_fields_keep_printable_ascii_and_the_lengths_rfc_5424_allows(monkeypatch):
+    monkeypatch.setattr(log_syslog, "SERVICE_NAME", "s" * 60)  # a long project name
+    when = a_record(datetime.now(UTC))
+    assert parse_header(syslog_frame("{}", when, "h" * 300))["host"] == b"h" * 255
+    assert parse_header(syslog_frame("{}", when, "h"))["app"] == b"s" * 48
+    # "!" and "~" are the first and last printable characters; a space or DEL is none.
+    assert parse_header(syslog_frame("{}", when, "!web 01~\x7f"))["host"] == b"!web01~"
+    assert parse_header(syslog_frame("{}", when, " \t"))["host"] == b"-"  # nothing left
+
+
+def test_a_ca_file_that_holds_no_certificate_is_named_in_one_line(tmp_path):
+    not_a_ca = tmp_path / "ca.pem"
+    not_a_ca.write_text("not a certificate\n")
+    with pytest.raises(SettingsError) as error:
+        tls_context(not_a_ca)
+    assert str(error.value).startswith(f"invalid setting LOG_SYSLOG_CA_FILE='{not_a_ca}': ")
+    assert "\n" not in str(error.value)
 
 
 def test_a_ca_file_that_holds_no_certificate_stops_gunicorn_with_one_line(tmp_path):

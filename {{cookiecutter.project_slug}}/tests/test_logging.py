@@ -98,6 +98,14 @@ def test_standard_logging_goes_through_loguru(capsys):
     assert record["log.level"] == "warning"
 
 
+def test_a_standard_logging_level_loguru_has_no_name_for_keeps_its_number(capsys):
+    configure_logging(make_settings())
+    logging.getLogger("library").log(35, "between warning and error")  # no name: "Level 35"
+    record = json_lines(capsys.readouterr().out)[-1]
+    assert record["message"] == "between warning and error"
+    assert record["log.level"] == "level 35"
+
+
 def test_log_level_filters(capsys):
     configure_logging(make_settings(log_level="WARNING"))
     logger.info("quiet")
@@ -246,6 +254,32 @@ def test_gunicorn_errors_are_logged_once_except_a_request_timeout_told_already(c
     assert record["log.logger"] == "gunicorn.error"
     assert record["log.level"] == "error"
     assert record["error.type"] == "ValueError"
+
+
+def test_an_exception_handed_to_gunicorns_logger_outside_an_except_block_is_kept(capsys):
+    configure_logging(make_settings())
+    gunicorn_logger = gunicorn_logger_writing_access_lines()
+    capsys.readouterr()
+    try:
+        raise ValueError("caught earlier")
+    except ValueError as caught:
+        error = caught
+    # A server hook may log an error it kept: the keyword arguments reach logging as given.
+    gunicorn_logger.exception("hook failed", exc_info=error)
+    [record] = json_lines(capsys.readouterr().out)
+    assert (record["error.type"], record["error.message"]) == ("ValueError", "caught earlier")
+
+
+def test_an_answer_the_app_never_started_is_logged_without_a_status(capsys):
+    # gunicorn's threaded worker logs the request even when the app raised before
+    # start_response: the response then has no status at all.
+    configure_logging(make_settings())
+    response = SimpleNamespace(status=None, sent=0, headers=[])
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/broken", "REMOTE_ADDR": "127.0.0.1"}
+    gunicorn_logger_writing_access_lines().access(response, None, environ, timedelta(0))
+    record = json_lines(capsys.readouterr().out)[-1]
+    assert record["url.path"] == "/broken"
+    assert record["http.response.status_code"] is None
 
 
 def test_a_text_line_is_followed_by_its_traceback_once(capsys):
