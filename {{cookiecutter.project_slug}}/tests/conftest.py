@@ -130,10 +130,22 @@ class ServiceProcess:
         stop_process_group(self.process)
 
 
+def only(settings: dict[str, str]) -> dict[str, str]:
+    """An environment with `settings` and no other variable (no .env, nothing inherited)."""
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_DIR / "src"), **settings}
+
+
+def run_script(script: str, cwd: Path, **settings: str) -> None:
+    """Python code in a process of its own, with only `settings`: for what a process does once
+    (Sentry's set-up, exporting at exit). It must succeed."""
+    subprocess.run([sys.executable, "-c", script], cwd=cwd, env=only(settings), check=True,
+                   timeout=60)  # fmt: skip
+
+
 def gunicorn_start_refused(**settings: str) -> subprocess.CompletedProcess:
-    """gunicorn started with `settings` and no other variable (no .env, nothing inherited), for
-    a start it must refuse: it returns once the process has ended."""
-    environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_DIR / "src"), **settings}
+    """gunicorn started with only `settings`, for a start it must refuse: it returns once the
+    process has ended."""
+    environment = only(settings)
     return subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
         cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=30,

@@ -2,8 +2,6 @@ import copy
 import gzip
 import json
 import logging
-import subprocess
-import sys
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +23,7 @@ from {{ cookiecutter.package_name }}.settings import (
 )
 
 from . import stuck_app
-from .conftest import PROJECT_DIR, capture_log_records, get, make_settings
+from .conftest import capture_log_records, get, make_settings, run_script
 
 SECRETS = {
     "Authorization": "Bearer secret-authorization-value",
@@ -250,15 +248,7 @@ def test_log_lines_before_an_error_arrive_as_its_breadcrumbs(sentry_server, tmp_
         "assert app.test_client().get('/checkout').status_code == 500\n"
         "sentry_sdk.flush(timeout=5)\n"
     )
-    environment = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(PROJECT_DIR / "src"),
-        "APP_ENV": "development",
-        "SENTRY_DSN": sentry_server.dsn,
-    }
-    subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=environment, check=True, timeout=60
-    )
+    run_script(script, tmp_path, APP_ENV="development", SENTRY_DSN=sentry_server.dsn)
     [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
     messages = [str(crumb.get("message")) for crumb in event["breadcrumbs"]["values"]]
     assert any("the cart was read" in message for message in messages)

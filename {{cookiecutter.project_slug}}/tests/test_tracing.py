@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -19,7 +17,7 @@ from {{ cookiecutter.package_name }}.settings import (
     load_settings,
 )
 
-from .conftest import PROJECT_DIR, capture_log_records, get, make_settings
+from .conftest import capture_log_records, get, make_settings, run_script
 from .otlp_receiver import OtlpReceiver
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -384,14 +382,8 @@ def test_a_script_exports_its_spans_at_exit_and_its_own_spans_join_them(collecto
         "with trace.get_tracer('nightly').start_as_current_span('nightly job'):\n"
         "    assert app.test_client().get('/api/items/1').status_code == 200\n"
     )
-    environment = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(PROJECT_DIR / "src"),
-        "APP_ENV": "development",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
-    }
-    subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=environment, check=True, timeout=60
+    run_script(
+        script, tmp_path, APP_ENV="development", OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint
     )
     spans = {span["name"]: span for span in collector.spans}
     assert set(spans) == {"nightly job", "GET /api/items/<int:item_id>"}
