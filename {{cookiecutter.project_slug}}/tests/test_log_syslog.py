@@ -16,6 +16,7 @@ import threading
 import time
 from contextlib import suppress
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -32,6 +33,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
 )
 from {{ cookiecutter.package_name }}.settings import (
     SERVICE_NAME,
+    Settings,
     SettingsError,
     host_and_port,
     load_settings,
@@ -232,14 +234,17 @@ def tls_receiver(cert, key) -> SyslogReceiver:
     return SyslogReceiver(tls=context)
 
 
+def trusting_settings(receiver: SyslogReceiver, ca_file: Path) -> Settings:
+    """Settings that send the lines over TLS to `receiver`, whose certificate `ca_file` signs."""
+    return make_settings(
+        log_syslog_address=receiver.address, log_syslog_tls=True, log_syslog_ca_file=ca_file
+    )
+
+
 def test_lines_go_over_tls_to_a_receiver_whose_certificate_the_ca_file_trusts(certificate):
     receiver = tls_receiver(*certificate)
     try:
-        settings = make_settings(
-            log_syslog_address=receiver.address, log_syslog_tls=True,
-            log_syslog_ca_file=certificate[0],
-        )  # fmt: skip
-        configure_logging(settings)
+        configure_logging(trusting_settings(receiver, ca_file=certificate[0]))
         logger.info("over TLS")
         assert receiver.wait_for(1)
         assert parse(receiver.messages[0])["record"]["message"] == "over TLS"
@@ -250,11 +255,7 @@ def test_lines_go_over_tls_to_a_receiver_whose_certificate_the_ca_file_trusts(ce
 def test_lines_logged_one_after_another_over_tls_share_one_connection(certificate):
     receiver = tls_receiver(*certificate)
     try:
-        settings = make_settings(
-            log_syslog_address=receiver.address, log_syslog_tls=True,
-            log_syslog_ca_file=certificate[0],
-        )  # fmt: skip
-        configure_logging(settings)
+        configure_logging(trusting_settings(receiver, ca_file=certificate[0]))
         for number in range(3):
             logger.info("over TLS {}", number)
             assert receiver.wait_for(number + 1)
