@@ -137,7 +137,7 @@ def only(settings: dict[str, str]) -> dict[str, str]:
 
 def run_script(script: str, cwd: Path, **settings: str) -> None:
     """Python code in a process of its own, with only `settings`: for what a process does once
-    (Sentry's set-up, exporting at exit). It must succeed."""
+    (an SDK set up once per process, spans exported at exit). It must succeed."""
     subprocess.run([sys.executable, "-c", script], cwd=cwd, env=only(settings), check=True,
                    timeout=60)  # fmt: skip
 
