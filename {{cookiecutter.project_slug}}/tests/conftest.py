@@ -69,6 +69,16 @@ def client(app):
     return app.test_client()
 
 
+def wait_until(condition, what: str, timeout: float = 20.0):
+    """condition()'s first true value, asked every 10 ms. `timeout` only ends a test that is
+    stuck: on a busy machine a wait may run long."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.01)
+    return result
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

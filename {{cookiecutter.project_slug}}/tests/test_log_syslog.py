@@ -39,7 +39,7 @@ from {{ cookiecutter.package_name }}.settings import (
     load_settings,
 )
 
-from .conftest import free_port, get, gunicorn_start_refused, make_settings
+from .conftest import free_port, get, gunicorn_start_refused, make_settings, wait_until
 from .ecs import ecs_record
 
 # RFC 5424 section 6: <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG
@@ -421,19 +421,12 @@ def test_reconfiguring_as_on_hup_loses_no_line_and_sends_none_twice(receiver):
 BIG = 8 * 1024 * 1024  # more than the kernel holds in flight for a paused receiver
 
 
-def wait_until(condition, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return condition()
-
-
 def hold_a_large_line_in_flight(receiver: SyslogReceiver) -> str:
     """Log a line larger than the socket buffers to a paused receiver: the sender's thread
     stays in the middle of sending it, and the lines logged next wait in its buffer."""
     message = "large " + "x" * BIG
     logger.info(message)
-    assert wait_until(lambda: receiver.unread_bytes() > 0), "the sender took no line"
+    wait_until(lambda: receiver.unread_bytes() > 0, "the sender to take a line", 15)
     return message
 
 
@@ -546,7 +539,7 @@ def test_the_buffer_holds_exactly_its_capacity_before_and_after_a_batch(
     late.pause()
     try:
         # The whole buffer goes in one batch that stays in flight: the buffer is empty again.
-        assert wait_until(lambda: late.unread_bytes() > 0)
+        wait_until(lambda: late.unread_bytes() > 0, "a batch in flight", 15)
         for number in range(lines + 1, 2 * lines + 2):
             logger.info("line {:05d} {}", number, pad)
         assert counted == [("syslog", "buffer_full", 1)] * 2

@@ -4,7 +4,6 @@ import fcntl
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from {{ cookiecutter.package_name }}.observability import metrics_store
 
-from .conftest import PROJECT_DIR, get
+from .conftest import PROJECT_DIR, get, wait_until
 from .test_metrics import sample
 
 # A worker of its own: prometheus_client in multiprocess mode, one sample of each kind.
@@ -47,13 +46,6 @@ def scrape_directory(directory: Path) -> list[str]:
 
 def files_of(directory: Path) -> set[str]:
     return {path.name for path in directory.glob("*.db")}
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"still false after {timeout} s"
-        time.sleep(0.01)
 
 
 def someone_waits_for(lock_file: Path) -> bool:
@@ -100,7 +92,7 @@ def test_a_fold_waits_for_a_scrape_in_progress(tmp_path):
     with metrics_store.locked_for_scrape(str(tmp_path)):
         fold = threading.Thread(target=metrics_store.retire_worker, args=(dead, str(tmp_path)))
         fold.start()
-        wait_until(lambda: someone_waits_for(lock_file) or not fold.is_alive())
+        wait_until(lambda: someone_waits_for(lock_file) or not fold.is_alive(), "the fold", 10)
         assert fold.is_alive(), "the fold went ahead during a scrape"
         assert files_of(tmp_path) == dead_files
     fold.join(timeout=10)
@@ -164,7 +156,7 @@ def test_a_scrape_waits_for_a_fold_in_progress(gunicorn, tmp_path):
         fcntl.flock(lock, fcntl.LOCK_EX)  # as the master holds it while it folds
         scrape = threading.Thread(target=lambda: answers.append(get(f"{server.url}/metrics")))
         scrape.start()
-        wait_until(lambda: someone_waits_for(lock_file) or answers)
+        wait_until(lambda: someone_waits_for(lock_file) or answers, "the scrape", 10)
         assert answers == [], "the scrape went ahead during a fold"
     scrape.join(timeout=10)
     assert answers[0][0] == 200

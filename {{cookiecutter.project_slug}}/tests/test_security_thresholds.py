@@ -20,7 +20,7 @@ from {{ cookiecutter.package_name }}.observability import (
     security_thresholds as thresholds,
 )
 
-from .conftest import get
+from .conftest import get, wait_until
 
 SCAN = thresholds.Threshold("malicious_excess_404", "404 answers", limit=5, window_seconds=60)
 # The service with 404 answers slow enough that concurrent requests keep every worker busy:
@@ -38,15 +38,6 @@ def create_app_with_slow_404s() -> Flask:
         abort(404)
 
     return app
-
-
-def wait_until(condition, what: str, timeout: float = 20.0):
-    """condition()'s first true value, asked every 50 ms until the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.05)
-    return result
 
 
 def counts_at(times: list[float]) -> list[int | None]:

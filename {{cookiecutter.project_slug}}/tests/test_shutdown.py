@@ -10,16 +10,9 @@ from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability import shutdown
 
 from . import stuck_app
-from .conftest import get, make_settings
+from .conftest import get, make_settings, wait_until
 
 WAIT_SECONDS = 60  # a deadline for what should take well under a second
-
-
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {WAIT_SECONDS} s for {what}"
-        time.sleep(0.05)
 
 
 def status_while_accepting(url: str) -> int | None:
@@ -60,7 +53,7 @@ def test_sigterm_drains_every_worker_then_stops_failing_no_request(gunicorn):
     server = gunicorn(workers=3, SHUTDOWN_DRAIN_SECONDS=str(drain_seconds))
     sent = time.monotonic()
     os.kill(server.process.pid, signal.SIGTERM)
-    wait_until(lambda: get(f"{server.url}/readyz")[0] == 503, "/readyz to fail")
+    wait_until(lambda: get(f"{server.url}/readyz")[0] == 503, "/readyz to fail", WAIT_SECONDS)
 
     # Meanwhile it serves every request, /readyz failing, until it stops accepting.
     answered: dict[str, set[int]] = {"/api/items/1": set(), "/readyz": set()}
@@ -82,7 +75,7 @@ def test_sigterm_drains_every_worker_then_stops_failing_no_request(gunicorn):
 def test_a_second_sigterm_stops_without_waiting_for_the_drain(gunicorn):
     server = gunicorn(workers=1, SHUTDOWN_DRAIN_SECONDS="600")
     os.kill(server.process.pid, signal.SIGTERM)
-    wait_until(lambda: get(f"{server.url}/readyz")[0] == 503, "/readyz to fail")
+    wait_until(lambda: get(f"{server.url}/readyz")[0] == 503, "/readyz to fail", WAIT_SECONDS)
     os.kill(server.process.pid, signal.SIGTERM)
     assert server.process.wait(timeout=WAIT_SECONDS) == 0
 
@@ -93,11 +86,13 @@ def test_a_request_started_before_the_stop_is_answered(gunicorn, tmp_path):
     server = gunicorn(workers=1, app=stuck_app.APP, HELD_REQUESTS=str(held))
     with ThreadPoolExecutor(max_workers=1) as pool:
         answer = pool.submit(get, f"{server.url}/held", timeout=stuck_app.STUCK_SECONDS)
-        wait_until((held / "entered").exists, "the request to reach its view")
+        wait_until((held / "entered").exists, "the request to reach its view", WAIT_SECONDS)
         os.kill(server.process.pid, signal.SIGTERM)
         # The master has the signal: it stops its worker next. (Not "Worker exiting" from a
         # second, idle worker: one still booting dies of SIGTERM without a word.)
-        wait_until(lambda: "Handling signal: term" in server.output.read_text(), "the stop")
+        wait_until(
+            lambda: "Handling signal: term" in server.output.read_text(), "the stop", WAIT_SECONDS
+        )
         (held / "released").touch()
         status, _, body = answer.result()
 
