@@ -430,6 +430,19 @@ def hold_a_large_line_in_flight(receiver: SyslogReceiver) -> str:
     return message
 
 
+def ten_lines_waiting_behind_a_stall(receiver: SyslogReceiver) -> tuple[list, str]:
+    """The sink counting its losses, the receiver paused with a large line in flight, and the
+    lines "waiting 0" to "waiting 9" in the buffer: the losses counted, and the line in flight."""
+    counted: list = []
+    settings = make_settings(log_syslog_address=receiver.address, log_syslog_buffer_bytes=2 * BIG)
+    configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
+    receiver.pause()
+    in_flight = hold_a_large_line_in_flight(receiver)
+    for number in range(10):
+        logger.info("waiting {}", number)
+    return counted, in_flight
+
+
 def remove_sinks(meanwhile=lambda: None) -> None:
     """logger.remove(), which stops the sinks, run while `meanwhile` runs; a stop that
     never returns fails the test instead of hanging it."""
@@ -444,13 +457,7 @@ def test_stopping_gives_up_on_a_receiver_that_takes_nothing_and_counts_what_wait
     receiver, monkeypatch, capsys
 ):
     monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)  # the receiver's stall ends it
-    counted = []
-    settings = make_settings(log_syslog_address=receiver.address, log_syslog_buffer_bytes=2 * BIG)
-    configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
-    receiver.pause()
-    in_flight = hold_a_large_line_in_flight(receiver)
-    for number in range(10):
-        logger.info("waiting {}", number)
+    counted, in_flight = ten_lines_waiting_behind_a_stall(receiver)
     remove_sinks()
     assert counted == [("syslog", "stopped", 10)]
     assert (
@@ -468,13 +475,7 @@ def test_stopping_waits_while_the_receiver_takes_what_is_buffered(receiver, monk
     # Neither bound ends this wait: only the receiver taking everything does.
     monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)
     monkeypatch.setattr(log_syslog, "STUCK_AFTER_SECONDS", 3600)
-    counted = []
-    settings = make_settings(log_syslog_address=receiver.address, log_syslog_buffer_bytes=2 * BIG)
-    configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
-    receiver.pause()
-    in_flight = hold_a_large_line_in_flight(receiver)
-    for number in range(10):
-        logger.info("waiting {}", number)
+    counted, in_flight = ten_lines_waiting_behind_a_stall(receiver)
     remove_sinks(meanwhile=receiver.resume)  # the receiver takes lines again as the sink stops
     assert counted == []
     assert receiver.wait_for(11)
