@@ -4,6 +4,8 @@ import json
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 
 import pytest
@@ -18,6 +20,8 @@ from {{ cookiecutter.package_name }}.observability.log_relay import (
     _pack,
     _send,
     forward_logs_to_master,
+    pack_lines,
+    unpack_lines,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
@@ -91,6 +95,41 @@ def test_lines_from_several_workers_arrive_once_and_whole(master):
         assert numbers == list(range(300)), "each worker's lines arrive complete and in order"
 
 
+class StalledConsole:
+    """A console whose first write stalls until the test lets it finish."""
+
+    def __init__(self):
+        self.writing, self.finish = threading.Event(), threading.Event()
+        self.written = False
+
+    def write(self, line):
+        self.writing.set()
+        self.finish.wait(timeout=60)
+        self.written = True
+
+
+def test_a_worker_is_forked_only_between_two_lines_the_master_writes(monkeypatch):
+    """A worker forked in the middle of a write would inherit the sink's lock (a file's
+    buffer) taken, and hang when it closes the master's sinks."""
+    console = StalledConsole()
+    monkeypatch.setattr(sys, "stdout", console)  # no file descriptor: written as it is
+    settings = make_settings()
+    configure_logging(settings)
+    relay = LogRelay()
+    sender = fork_worker(settings, relay, lambda: logger.info("one line"))
+    assert wait_for_exit(sender)
+    assert console.writing.wait(timeout=60), "the relay never wrote the line"
+    forking = threading.Event()
+    os.register_at_fork(before=forking.set)  # runs before the hooks registered earlier
+    threading.Thread(target=lambda: forking.wait(60) and console.finish.set()).start()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if console.written else 1)
+    _, status = os.waitpid(pid, 0)
+    relay.stop()
+    assert os.waitstatus_to_exitcode(status) == 0, "the worker was forked in mid-write"
+
+
 def test_a_worker_killed_while_logging_does_not_block_the_others(master):
     settings, relay = master
 
@@ -155,8 +194,8 @@ def test_sinks_rebuilt_while_workers_log_lose_no_line_and_repeat_none(master):
 
 def test_a_record_just_under_the_datagram_limit_arrives_whole(master):
     settings, relay = master
-    # Console and file each carry the rendered line: two copies, plus a few hundred bytes.
-    length = (MAX_DATAGRAM - 4000) // 2
+    # Console and file share the rendered line: one copy, plus a few hundred bytes.
+    length = MAX_DATAGRAM - 4000
     worker = fork_worker(settings, relay, lambda: logger.bind(size="large").info("y" * length))
     assert wait_for_exit(worker)
     relay.stop()
@@ -222,6 +261,9 @@ def test_a_record_at_the_datagram_limit_arrives_whole_and_one_byte_more_is_cut(c
     settings = make_settings()
     configure_logging(settings)
     relay = LogRelay()
+    # The probe's message has as many digits in its length as the final one: the datagram
+    # carries that length.
+    probe = MAX_DATAGRAM // 2
 
     def log_sized_record():
         forward_logs_to_master(settings, relay.address)
@@ -231,9 +273,9 @@ def test_a_record_at_the_datagram_limit_arrives_whole_and_one_byte_more_is_cut(c
             lambda datagram: sizes.append(len(datagram.encode())),
             format=lambda record: _pack(record, line_renderers(settings)),
         )
-        logger.bind(size="exact").info("")  # the probe: everything but the message
+        logger.bind(size="probe").info("y" * probe)
         logger.remove(measure)
-        logger.bind(size="exact").info("y" * (MAX_DATAGRAM - sizes[0] + over))
+        logger.bind(size="exact").info("y" * (probe + MAX_DATAGRAM - sizes[0] + over))
 
     pid = os.fork()
     if pid == 0:
@@ -246,7 +288,7 @@ def test_a_record_at_the_datagram_limit_arrives_whole_and_one_byte_more_is_cut(c
     logger.remove()  # writes out the console
     output = capfd.readouterr()
     records = ecs_records(output.out)
-    [record] = [r for r in records if r.get("size") == "exact" and r["message"]]  # not the probe
+    [record] = [r for r in records if r.get("size") == "exact"]
     assert "log relay:" not in output.err
     if over:
         assert record["message"].startswith("y" * 1000)
@@ -261,9 +303,17 @@ def sent_datagram(lines: dict[str, str]) -> tuple[bytes, dict[str, str]]:
     worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with worker, master:
         # Private, but the unit that decides what a datagram holds: no fork needed.
-        _send(worker, json.dumps(["INFO", lines]))
+        _send(worker, pack_lines("INFO", lines))
         datagram = master.recv(2 * MAX_DATAGRAM)
-    return datagram, json.loads(datagram)[1]
+    return datagram, unpack_lines(datagram.decode())[1]
+
+
+def test_a_line_that_console_and_file_share_crosses_once():
+    line = json.dumps({"message": "the same JSON line for both"}) + "\n"
+    text = "2026-01-02 03:04:05.678 | INFO     | - | my_service - the text line\n"
+    datagram = pack_lines("WARNING", {"console": line, "file": line, "syslog": text})
+    assert datagram.count(line) == 1
+    assert unpack_lines(datagram) == ("WARNING", {"console": line, "file": line, "syslog": text})
 
 
 TEXT_PREFIX = "2026-01-02 03:04:05.678 | INFO     | - | my_service - "
@@ -288,9 +338,9 @@ def test_a_line_that_fits_is_left_as_it_is_when_another_line_of_the_record_is_cu
 
 
 def test_values_that_escaping_makes_larger_are_cut_until_they_fit_and_fill_half_of_it():
-    # An "é" is six characters in a JSON line, and seven once the line is in the datagram:
-    # the first cut is too large, about one and a quarter datagrams, and the relay cuts
-    # further, but keeps more than half a datagram.
+    # An "é" is one character of a value, but six in a JSON line (\u00e9): the first cut,
+    # made in characters of the values, is too large, and the relay cuts further, but
+    # keeps more than half a datagram.
     value = "éée" * 17_000
     fields = {"message": value, **{f"field.{n}": value for n in range(20)}}
     datagram, lines = sent_datagram({"console": "short\n", "file": json.dumps(fields) + "\n"})

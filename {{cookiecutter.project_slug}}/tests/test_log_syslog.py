@@ -741,13 +741,16 @@ def test_under_gunicorn_the_master_sends_one_access_line_per_request(gunicorn, r
     server = gunicorn(workers=3, LOG_SYSLOG_ADDRESS=receiver.address)
     for item_id in range(30):
         assert get(f"{server.url}/api/items/{item_id}")[0] == 200
+    assert get(f"{server.url}/api/fail")[0] == 500  # an error line, and a warning for a 5xx
     master = str(server.process.pid).encode()
 
     def access_lines() -> list[dict]:
         records = [parse(message) for message in receiver.messages]
         assert {m["procid"] for m in records} == {master}, "the master alone sends"
+        for m in records:  # the level of a worker's line crosses the relay
+            assert int(m["pri"]) == USER_FACILITY * 8 + SEVERITY[m["record"]["log.level"]]
         access = [m["record"] for m in records if m["record"]["log.logger"] == "gunicorn.access"]
-        return [record for record in access if record["url.path"] != "/livez"]  # start probes
+        return [record for record in access if record["url.path"].startswith("/api/items/")]
 
     deadline = time.monotonic() + 15
     while len(access_lines()) < 30 and time.monotonic() < deadline:

@@ -1,17 +1,13 @@
-"""The keys under which a loguru record carries lines the service has already rendered.
+"""The keys under which a loguru record carries a line the service has already rendered.
 
 A line is rendered once, where it is logged, and then only written. Under gunicorn that
-takes the record from a worker to the master (see log_relay.py):
-- in the worker, the relay's sink renders the record for every destination ("console",
-  "file") and packs the lines, with the record's level, into PACKED: the JSON array
-  [level name, {destination: line}], which the sink sends to the master as one datagram;
-- the master logs what arrives as an empty message at that level, the lines in RELAYED;
-  its sinks write the line for their destination (see logging.py) and render nothing, so
-  the master's own time, pid and message in that record are never shown.
+takes the record from a worker to the master (see log_relay.py): in the worker, the
+relay's sink renders the record for every destination ("console", "file") and packs the
+lines, with the record's level, into PACKED, the datagram that the sink sends to the
+master. The master writes those lines to its sinks as they are (logging.write_rendered).
 
 These keys belong to the service, not to a caller's fields: no JSON line carries them.
 """
 
 PACKED = "_packed"  # in a worker: the datagram for the master, as text
-RELAYED = "_relayed"  # in the master: {destination: line}, as the worker rendered them
 LINE = "_line"  # the line a sink writes, put there by its format function for loguru

@@ -5,14 +5,18 @@ compression happen once and no line is interleaved. Each worker renders its line
 sends every record as one datagram on a Unix socket. A datagram arrives whole or not
 at all, and no lock is shared between processes: a worker killed in the middle of
 logging (SIGKILL, the OOM killer) cannot block the others, as a queue shared across
-processes would, whose lock dies held with the worker. What a record carries at either
-end is told in log_record_keys.py.
+processes would, whose lock dies held with the worker.
+
+A datagram is a header line, the JSON array [level, [[destinations, length], ...]], then
+each distinct line once, as rendered (console and file often share the JSON line): the
+lines are not escaped a second time, and the master only slices and writes them.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import socket
 import sys
@@ -24,8 +28,9 @@ from loguru import logger
 
 from ..settings import Settings
 from .log_lines import line_renderers
-from .log_record_keys import PACKED, RELAYED
+from .log_record_keys import PACKED
 from .log_sinks import Render
+from .logging import write_rendered
 from .private_sockets import private_socket_address
 from .server_hooks import at_master_exit
 
@@ -40,7 +45,7 @@ _SEND_PACKED = "{extra[" + PACKED + "]}"
 
 
 class LogRelay:
-    """The master's end: a socket, and a thread that writes what arrives through loguru."""
+    """The master's end: a socket, and a thread that writes what arrives to the sinks."""
 
     def __init__(self) -> None:
         address = private_socket_address("log-relay-", "relay.sock")
@@ -49,15 +54,23 @@ class LogRelay:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self.address)
         self._writing = threading.Lock()
+        # A worker forked while this thread writes a line would inherit the file's buffer
+        # locked, and hang at its first touch of it: a fork waits for the line to be written,
+        # as loguru makes it wait for its own writers.
+        os.register_at_fork(
+            before=self._writing.acquire,
+            after_in_parent=self._writing.release,
+            after_in_child=self._writing.release,
+        )
         self._thread = threading.Thread(target=self._write_lines, name="log-relay", daemon=True)
         self._thread.start()
         at_master_exit(self.stop)  # a start refused for a bad setting, too
 
     def _write_lines(self) -> None:
         while datagram := self._socket.recv(MAX_DATAGRAM):
-            level, lines = json.loads(datagram)
+            level, lines = unpack_lines(datagram.decode("utf-8"))
             with self._writing:
-                logger.bind(**{RELAYED: lines}).log(level, "")
+                write_rendered(level, lines)
 
     def paused(self, configure: Callable[[Settings], None]) -> Callable[[Settings], None]:
         """`configure`, run between two relayed lines: the sinks it swaps (on HUP) then miss
@@ -107,8 +120,29 @@ def _pack(record: Record, renderers: dict[str, Render]) -> str:
         if render not in rendered:
             rendered[render] = render(record)
         lines[destination] = rendered[render]
-    record["extra"][PACKED] = json.dumps([record["level"].name, lines])
+    record["extra"][PACKED] = pack_lines(record["level"].name, lines)
     return _SEND_PACKED
+
+
+def pack_lines(level: str, lines: dict[str, str]) -> str:
+    """The datagram of a record rendered as `lines` ({destination: line})."""
+    destinations_by_line: dict[str, list[str]] = {}
+    for destination, line in lines.items():
+        destinations_by_line.setdefault(line, []).append(destination)
+    parts = [[destinations, len(line)] for line, destinations in destinations_by_line.items()]
+    return json.dumps([level, parts]) + "\n" + "".join(destinations_by_line)
+
+
+def unpack_lines(datagram: str) -> tuple[str, dict[str, str]]:
+    """The level and the lines ({destination: line}) of a datagram made by pack_lines."""
+    header, _, body = datagram.partition("\n")
+    level, parts = json.loads(header)
+    lines: dict[str, str] = {}
+    start = 0
+    for destinations, length in parts:
+        lines.update(dict.fromkeys(destinations, body[start : start + length]))
+        start += length
+    return level, lines
 
 
 def _send(sender: socket.socket, message: str) -> None:
@@ -119,18 +153,18 @@ def _send(sender: socket.socket, message: str) -> None:
         sender.send(datagram)
     except OSError as error:
         # The master is gone: stderr still reaches the operator.
-        _, lines = json.loads(message)
+        _, lines = unpack_lines(message)
         sys.stderr.write(f"log relay: {error}\n{lines['console']}")
 
 
 def _cut_to_fit(message: str) -> bytes:
     """A record too large for one datagram, with its longest values cut, each with a mark
     that says how much: every line stays whole (JSON stays JSON) and reaches the master."""
-    level, lines = json.loads(message)
-    limit = MAX_DATAGRAM // (2 * len(lines))
+    level, lines = unpack_lines(message)
+    limit = MAX_DATAGRAM // (2 * len(set(lines.values())))
     while True:
         cut = {destination: _cut_line(line, limit) for destination, line in lines.items()}
-        datagram = json.dumps([level, cut]).encode("utf-8")
+        datagram = pack_lines(level, cut).encode("utf-8")
         if len(datagram) <= MAX_DATAGRAM:
             return datagram
         limit //= 2

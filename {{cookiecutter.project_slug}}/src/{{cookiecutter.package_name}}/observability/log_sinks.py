@@ -9,20 +9,25 @@ that waits makes the workers wait, and every request with them. So:
   disk) is counted as lost, and the next line tries again.
 Each says on stderr when lines start being lost and when writing resumes, with how many
 were lost, and reports every lost line to `count_lost_lines` (a metric, when wired).
+
+The master writes two kinds of line to the same sinks: its own, through loguru, and those
+its workers rendered, straight from the log relay's thread (see SharedSink).
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
+from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TextIO, cast
 
 from loguru import logger
 
@@ -31,7 +36,7 @@ from loguru import logger
 from loguru._file_sink import FileSink
 
 if TYPE_CHECKING:  # loguru's types exist for type checkers only
-    from loguru import Message, Record
+    from loguru import Level, Message, Record
 
 CountLostLines = Callable[[str, str, int], None]  # sink, reason, number of lines
 Render = Callable[["Record"], str]
@@ -48,6 +53,68 @@ ROOM_TO_RESUME_BYTES = 256 * 1024
 
 def count_nothing(sink: str, reason: str, lines: int) -> None:
     """Without metrics, the notices on stderr still say how many lines were lost."""
+
+
+class Sink(Protocol):
+    def write(self, message: Message, /) -> object: ...
+
+
+class SharedSink:
+    """A sink that two threads of the master write to: loguru's, with the master's own
+    lines, and the log relay's, with the lines its workers rendered. loguru's lock is its
+    own: this one is held by both."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._lock = threading.Lock()
+        # A plain stream (a test's capture) is flushed after every line, as loguru does.
+        self._flush = getattr(sink, "flush", None)
+
+    def write(self, message: Message) -> None:
+        with self._lock:
+            self._sink.write(message)
+            if self._flush is not None:
+                self._flush()
+
+    def write_rendered(self, level: str, line: str) -> None:
+        self.write(_relayed_message(level, line))
+
+    def stop(self) -> None:
+        stop = getattr(self._sink, "stop", None)
+        if stop is not None:
+            stop()
+
+
+class _RelayedLine(str):
+    __slots__ = ("record",)
+    record: Record
+
+
+class _Process(NamedTuple):  # what a record tells of its process
+    id: int
+    name: str
+
+
+def _relayed_message(level: str, line: str) -> Message:
+    """A line a worker rendered, as the sinks take a line from loguru: a string with a record
+    beside it, here with the fields that sinks read (the time, for rotation and syslog; the
+    level, for syslog; the process, for the line LogFile writes when it can write again)."""
+    message = _RelayedLine(line)
+    message.record = cast(
+        "Record",
+        {
+            "time": datetime.now().astimezone(),
+            "level": _level(level),
+            "process": _Process(os.getpid(), "MainProcess"),
+            "name": __name__,
+        },
+    )
+    return cast("Message", message)
+
+
+@functools.cache
+def _level(name: str) -> Level:
+    return logger.level(name)
 
 
 class BackgroundWriter:

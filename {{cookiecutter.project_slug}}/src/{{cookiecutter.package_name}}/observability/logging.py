@@ -4,8 +4,9 @@ configure_logging builds the sinks (log_sinks.py, and log_syslog.py when a syslo
 is set) from the settings, for lines rendered by log_lines.py, and routes the standard
 logging module in (log_adapters.py). Under
 gunicorn it runs in the master, which alone owns the log file: the workers render their
-lines and hand them over (log_relay.py). The app factory only configures logging itself
-when nothing did it before (development server, tests).
+lines and hand them over (log_relay.py), and the master writes those straight to its sinks
+(write_rendered), with no loguru record made a second time. The app factory only
+configures logging itself when nothing did it before (development server, tests).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from ..settings import Settings, SettingsError
 from .log_adapters import route_stdlib_logging
 from .log_compression import compress_in_background
 from .log_lines import line_renderers
-from .log_record_keys import LINE, RELAYED
+from .log_record_keys import LINE
 from .log_sinks import (
     BackgroundWriter,
     CountLostLines,
     LogFile,
     Render,
+    SharedSink,
+    Sink,
     count_nothing,
     stderr_notices,
 )
@@ -37,6 +40,8 @@ if TYPE_CHECKING:  # annotations only; loguru has these types in its stubs alone
 
 # The format a sink hands loguru: loguru fills in the line that format_record has set.
 _WRITE_LINE = "{extra[" + LINE + "]}"
+# The sinks by destination, which the lines that workers rendered are written to as well.
+_sinks: dict[str, SharedSink] = {}
 
 
 def configure_logging(settings: Settings, count_lost_lines: CountLostLines = count_nothing) -> None:
@@ -44,29 +49,41 @@ def configure_logging(settings: Settings, count_lost_lines: CountLostLines = cou
     with the relay paused: see LogRelay.paused). Lines a sink drops or cannot write are
     reported to `count_lost_lines`."""
     logger.remove()
+    _sinks.clear()
     logger.configure(
         extra={"request_id": "-", "trace_id": "-", "span_id": "-"}, patcher=_add_request_context
     )
     for destination, render in line_renderers(settings).items():
-        line_format = _as_format(render, destination)
+        sink: Sink
         if destination == "console":
-            console = _console(sys.stdout, count_lost_lines)
-            logger.add(console, level=settings.log_level, format=line_format)
+            sink = _console(sys.stdout, count_lost_lines)
         # line_renderers names "file" and "syslog" only when they are set.
         elif destination == "file" and settings.log_file is not None:
-            _add_file_sink(settings.log_file, settings, line_format, render, count_lost_lines)
+            sink = _log_file(settings.log_file, settings, render, count_lost_lines)
         elif destination == "syslog" and settings.log_syslog_address is not None:
-            syslog = _syslog(settings.log_syslog_address, settings, count_lost_lines)
-            logger.add(syslog, level=settings.log_level, format=line_format)
+            sink = _syslog(settings.log_syslog_address, settings, count_lost_lines)
+        else:
+            continue
+        _sinks[destination] = SharedSink(sink)
+        logger.add(_sinks[destination], level=settings.log_level, format=_as_format(render))
     route_stdlib_logging(settings.log_level)
 
 
-def _as_format(render: Render, destination: str) -> FormatFunction:
-    """A loguru format that writes our rendered line, or the one a worker already rendered."""
+def write_rendered(level: str, lines: dict[str, str]) -> None:
+    """Lines a worker rendered ({destination: line}), written to the sinks as they are.
+
+    The worker left out what is below the log level already."""
+    for destination, line in lines.items():
+        sink = _sinks.get(destination)
+        if sink is not None:
+            sink.write_rendered(level, line)
+
+
+def _as_format(render: Render) -> FormatFunction:
+    """A loguru format that writes the line our renderer makes."""
 
     def format_record(record: Record) -> str:
-        relayed = record["extra"].get(RELAYED)
-        record["extra"][LINE] = relayed.get(destination, "") if relayed else render(record)
+        record["extra"][LINE] = render(record)
         return _WRITE_LINE
 
     return format_record
@@ -95,16 +112,12 @@ def _syslog(address: str, settings: Settings, count_lost_lines: CountLostLines) 
     )
 
 
-def _add_file_sink(
-    log_file: Path,
-    settings: Settings,
-    line_format: FormatFunction,
-    render: Render,
-    count_lost_lines: CountLostLines,
-) -> None:
+def _log_file(
+    log_file: Path, settings: Settings, render: Render, count_lost_lines: CountLostLines
+) -> LogFile:
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        sink = LogFile(
+        return LogFile(
             log_file,
             render,
             count_lost_lines,
@@ -113,7 +126,6 @@ def _add_file_sink(
             compression=compress_in_background(settings.log_compression),
             encoding="utf-8",
         )
-        logger.add(sink, level=settings.log_level, format=line_format)
     except (OSError, ValueError) as error:
         raise SettingsError(f"invalid setting LOG_FILE={str(log_file)!r}: {error}") from None
 
