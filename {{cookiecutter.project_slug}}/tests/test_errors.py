@@ -2,6 +2,7 @@ import copy
 import gzip
 import json
 import logging
+import socket
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +24,7 @@ from {{ cookiecutter.package_name }}.settings import (
 )
 
 from . import stuck_app
-from .conftest import capture_log_records, get, make_settings, run_script
+from .conftest import capture_log_records, get, make_settings, run_script, wait_until
 
 SECRETS = {
     "Authorization": "Bearer secret-authorization-value",
@@ -279,6 +280,27 @@ def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack
     assert "GET /stuck ran" in exception["value"]
     assert "stuck" in [frame["function"] for frame in exception["stacktrace"]["frames"]]
     assert events[0]["tags"]["request_id"] == "stuck-3"
+
+
+def test_a_request_stuck_reading_its_body_is_reported_when_the_timeout_ends_it(
+    sentry_server, gunicorn
+):
+    """The event leaves the body out: reading it again would hang the worker until killed."""
+    server = gunicorn(
+        workers=1, app=stuck_app.APP, GUNICORN_TIMEOUT="1", SENTRY_DSN=sentry_server.dsn
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as client:
+        client.sendall(
+            b"POST /stuck-reading HTTP/1.1\r\nHost: svc\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\nX-Request-ID: stuck-body\r\n\r\n{"half'
+        )
+        [event] = wait_until(
+            lambda: sentry_server.payloads("event"), "the timeout's event", timeout=90
+        )
+    event = json.loads(event)
+    assert event["exception"]["values"][-1]["type"] == "RequestTimeout"
+    assert event["tags"]["request_id"] == "stuck-body"
+    assert "data" not in event["request"]
 
 
 def test_without_a_dsn_a_warning_says_errors_are_not_reported(capsys):

@@ -153,12 +153,13 @@ def _report_unhandled_exception(_app: Flask, exception: Exception, **_extra: obj
 
 def _report_timed_out_request(error: BaseException | None) -> None:
     """A RequestTimeout is a SystemExit, which Flask passes to teardown alone; every other
-    error has reached got_request_exception."""
+    error has reached got_request_exception. Its body is left out: the request may have been
+    stuck reading it, and reading it again would hang the worker until it is killed."""
     if isinstance(error, RequestTimeout):
-        _capture_request_error(error)
+        _capture_request_error(error, with_body=False)
 
 
-def _capture_request_error(error: BaseException) -> None:
+def _capture_request_error(error: BaseException, with_body: bool = True) -> None:
     """One event built from the request, sent from a scope of its own: the process has one
     scope in this mode, and nothing of this request may stay in it."""
     event, hint = event_from_exception(
@@ -166,7 +167,7 @@ def _capture_request_error(error: BaseException) -> None:
         client_options=sentry_sdk.get_client().options,
         mechanism={"type": "flask", "handled": False},
     )
-    event["request"] = _request_data()
+    event["request"] = _request_data(with_body)
     event["transaction"] = str(request.url_rule) if request.url_rule else request.method
     event["transaction_info"] = {"source": "route"}
     event["breadcrumbs"] = {"values": [_breadcrumb(r) for r in g.get("sentry_log_lines", ())]}
@@ -177,14 +178,14 @@ def _capture_request_error(error: BaseException) -> None:
         scope.capture_event(event, hint=hint)
 
 
-def _request_data() -> dict[str, object]:
+def _request_data(with_body: bool) -> dict[str, object]:
     data: dict[str, object] = {
         "method": request.method,
         "url": request.base_url,
         "query_string": request.query_string.decode("latin-1"),
         "headers": dict(request.headers),
     }
-    if request.content_length and request.content_length <= MAX_BODY_BYTES:
+    if with_body and request.content_length and request.content_length <= MAX_BODY_BYTES:
         data["data"] = request.get_json(silent=True) if request.is_json else request.form.to_dict()
     return data
 
