@@ -249,6 +249,7 @@ def test_the_log_lines_of_one_request_stay_out_of_the_next_requests_event(sentry
 
     client = app.test_client()
     logger.info("a line outside any request")
+    sentry_sdk.add_breadcrumb(message="an outgoing call outside any request")  # process-wide
     assert client.get("/step/0").status_code == 200
     assert client.get("/step/1").status_code == 500
     assert client.get("/step/2").status_code == 500
