@@ -53,6 +53,7 @@ BOUNDARIES = [
 # Inside a log call (any frame matches, first rule wins).
 LOG_DETAILS = [
     ("sentry_sdk", "Sentry breadcrumb handler"),
+    ("_keep_log_line", "Sentry breadcrumb handler"),  # errors only: the request's own list
     ("log_lines.py", "render line (fields + json.dumps)"),
     ("_pack (", "pack datagram (json.dumps)"),
     ("_send (", "relay send (socket)"),
@@ -109,6 +110,8 @@ def summarize(collapsed: str) -> tuple[int, Counter, Counter]:
     owners, details, total = Counter(), Counter(), 0
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue  # the rest of a frame name that held a line break
         thread, *frames = stack.split(";")
         n = int(count)
         total += n

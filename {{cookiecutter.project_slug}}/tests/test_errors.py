@@ -2,6 +2,7 @@ import copy
 import gzip
 import json
 import logging
+import socket
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +24,7 @@ from {{ cookiecutter.package_name }}.settings import (
 )
 
 from . import stuck_app
-from .conftest import capture_log_records, get, make_settings, run_script
+from .conftest import capture_log_records, get, make_settings, run_script, wait_until
 
 SECRETS = {
     "Authorization": "Bearer secret-authorization-value",
@@ -165,12 +166,13 @@ def test_tracing_off_sends_no_transactions(sentry_server):
 
 def test_with_tracing_off_services_called_keep_their_own_sampling(sentry_server):
     """Off here means no decision is passed on: a sampled flag of 0 in `sentry-trace` would
-    stop the services this one calls from tracing these requests too."""
-    received: list[str | None] = []
+    stop the services this one calls from tracing these requests too. With no scope per
+    request, a header would also carry one trace id for every request of the process."""
+    received: list[tuple[str | None, str | None]] = []
 
     class Downstream(BaseHTTPRequestHandler):
         def do_GET(self):
-            received.append(self.headers.get("sentry-trace"))
+            received.append((self.headers.get("sentry-trace"), self.headers.get("baggage")))
             self.send_response(204)
             self.end_headers()
 
@@ -192,9 +194,72 @@ def test_with_tracing_off_services_called_keep_their_own_sampling(sentry_server)
     finally:
         downstream.shutdown()
         downstream.server_close()
-    [trace_header] = received
-    assert trace_header is not None
-    assert len(trace_header.split("-")) == 2, "trace and span id, and no sampling decision"
+    assert received == [(None, None)]
+
+
+def test_with_tracing_off_a_request_that_does_not_fail_costs_sentry_nothing(sentry_server):
+    """No Sentry middleware: no scope forked, no transaction started, no session counted."""
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
+    scopes_in_requests = []
+
+    @app.get("/scope")
+    def scope():
+        scopes_in_requests.append((sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_span()))
+        return ""
+
+    client = app.test_client()
+    for path in ("/scope", "/api/items/1", "/api/items/5000", "/scope"):
+        client.get(path)
+    sentry_sdk.flush(timeout=5)
+    process_scope = sentry_sdk.get_isolation_scope()
+    assert scopes_in_requests == [(process_scope, None)] * 2
+    assert sentry_server.items == [], "no transaction, session or event for these requests"
+
+
+def test_an_event_names_the_route_and_carries_the_request(sentry_server):
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
+
+    @app.post("/orders/<int:order_id>")
+    def pay_order(order_id):
+        raise RuntimeError(f"order {order_id} could not be paid")
+
+    response = app.test_client().post(
+        "/orders/17?page=2", json={"password": "secret-password-value", "amount": 30}
+    )
+    assert response.status_code == 500
+    sentry_sdk.flush(timeout=5)
+    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    assert event["transaction"] == "/orders/<int:order_id>"
+    assert event["request"]["method"] == "POST"
+    assert event["request"]["url"] == "http://localhost/orders/17"
+    assert event["request"]["query_string"] == "page=2"
+    assert event["request"]["data"] == {"password": FILTERED, "amount": 30}
+    assert event["request"]["headers"]["Content-Type"] == "application/json"
+
+
+def test_the_log_lines_of_one_request_stay_out_of_the_next_requests_event(sentry_server):
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
+
+    @app.get("/step/<int:number>")
+    def step(number):
+        logger.info("step {} began", number)
+        if number:
+            raise RuntimeError(f"step {number} failed")
+        return ""
+
+    client = app.test_client()
+    logger.info("a line outside any request")
+    sentry_sdk.add_breadcrumb(message="an outgoing call outside any request")  # process-wide
+    assert client.get("/step/0").status_code == 200
+    assert client.get("/step/1").status_code == 500
+    assert client.get("/step/2").status_code == 500
+    sentry_sdk.flush(timeout=5)
+
+    events = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    breadcrumbs = [
+        [crumb["message"] for crumb in event["breadcrumbs"]["values"]] for event in events
+    ]
+    assert breadcrumbs == [["step 1 began"], ["step 2 began"]]
 
 
 def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack(
@@ -218,6 +283,27 @@ def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack
     assert events[0]["tags"]["request_id"] == "stuck-3"
 
 
+def test_a_request_stuck_reading_its_body_is_reported_when_the_timeout_ends_it(
+    sentry_server, gunicorn
+):
+    """The event leaves the body out: reading it again would hang the worker until killed."""
+    server = gunicorn(
+        workers=1, app=stuck_app.APP, GUNICORN_TIMEOUT="1", SENTRY_DSN=sentry_server.dsn
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as client:
+        client.sendall(
+            b"POST /stuck-reading HTTP/1.1\r\nHost: svc\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\nX-Request-ID: stuck-body\r\n\r\n{"half'
+        )
+        [event] = wait_until(
+            lambda: sentry_server.payloads("event"), "the timeout's event", timeout=90
+        )
+    event = json.loads(event)
+    assert event["exception"]["values"][-1]["type"] == "RequestTimeout"
+    assert event["tags"]["request_id"] == "stuck-body"
+    assert "data" not in event["request"]
+
+
 def test_without_a_dsn_a_warning_says_errors_are_not_reported(capsys):
     log_records = capture_log_records(capsys)
     create_app(make_settings())
@@ -232,9 +318,13 @@ def test_the_start_says_where_errors_are_reported(sentry_server, capsys):
     assert "Sentry error reporting enabled for staging" in messages
 
 
-def test_log_lines_before_an_error_arrive_as_its_breadcrumbs(sentry_server, tmp_path):
-    """In a process of its own: Sentry adds its loguru sinks once a process, and each test's
-    logging set-up removes them."""
+@pytest.mark.parametrize("traces_sample_rate", ["0.0", "1.0"])
+def test_log_lines_before_an_error_arrive_as_its_breadcrumbs(
+    sentry_server, tmp_path, traces_sample_rate
+):
+    """In a process of its own: with tracing, Sentry adds its loguru sinks once a process,
+    and each test's logging set-up removes them. Fields bound to a line may hold user data:
+    they stay out."""
     script = (
         "import sentry_sdk\n"
         "from loguru import logger\n"
@@ -243,16 +333,23 @@ def test_log_lines_before_an_error_arrive_as_its_breadcrumbs(sentry_server, tmp_
         "@app.get('/checkout')\n"
         "def checkout():\n"
         "    logger.debug('too fine to keep')\n"
-        "    logger.info('the cart was read')\n"
+        "    logger.bind(card='4111 1111 1111 1111').info('the cart was read')\n"
         "    raise RuntimeError('checkout failed')\n"
         "assert app.test_client().get('/checkout').status_code == 500\n"
         "sentry_sdk.flush(timeout=5)\n"
     )
-    run_script(script, tmp_path, APP_ENV="development", SENTRY_DSN=sentry_server.dsn)
-    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
-    messages = [str(crumb.get("message")) for crumb in event["breadcrumbs"]["values"]]
+    run_script(
+        script,
+        tmp_path,
+        APP_ENV="development",
+        SENTRY_DSN=sentry_server.dsn,
+        SENTRY_TRACES_SAMPLE_RATE=traces_sample_rate,
+    )
+    [event] = sentry_server.payloads("event")
+    messages = [str(crumb.get("message")) for crumb in json.loads(event)["breadcrumbs"]["values"]]
     assert any("the cart was read" in message for message in messages)
     assert not any("too fine to keep" in message for message in messages)
+    assert b"4111" not in event
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 
 class SentrySettings(BaseModel):
     sentry_dsn: str | None = None
-    sentry_traces_sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    sentry_traces_sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
 
     @field_validator("sentry_dsn", mode="before")
     @classmethod
