@@ -21,7 +21,6 @@ import shutil
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -41,8 +40,6 @@ if TYPE_CHECKING:  # loguru's types exist for type checkers only
 # The largest datagram a default Linux socket buffer takes whole, with room to spare.
 MAX_DATAGRAM = 200 * 1024
 CUT_MARK = " [...{} characters cut by the log relay]"
-# How long the master lets lines gather between two reads: at most this late on the console.
-GATHER_SECONDS = 0.01
 # The format of the worker's sink: loguru fills in the datagram that _pack has made.
 _SEND_PACKED = "{extra[" + PACKED + "]}"
 
@@ -70,24 +67,10 @@ class LogRelay:
         at_master_exit(self.stop)  # a start refused for a bad setting, too
 
     def _write_lines(self) -> None:
-        while True:
-            datagrams = [self._socket.recv(MAX_DATAGRAM), *self._waiting_datagrams()]
+        while datagram := self._socket.recv(MAX_DATAGRAM):
+            level, lines = unpack_lines(datagram.decode("utf-8"))
             with self._writing:
-                for datagram in datagrams:
-                    if not datagram:
-                        return  # stop() sent it, after the workers' last lines
-                    write_rendered(*unpack_lines(datagram.decode("utf-8")))
-            # Lines gather in the socket meanwhile: a worker's send then seldom has a
-            # reader to wake up, which would cost it more than the send itself.
-            time.sleep(GATHER_SECONDS)
-
-    def _waiting_datagrams(self) -> list[bytes]:
-        datagrams = []
-        while True:
-            try:
-                datagrams.append(self._socket.recv(MAX_DATAGRAM, socket.MSG_DONTWAIT))
-            except BlockingIOError:
-                return datagrams
+                write_rendered(level, lines)
 
     def paused(self, configure: Callable[[Settings], None]) -> Callable[[Settings], None]:
         """`configure`, run between two relayed lines: the sinks it swaps (on HUP) then miss
