@@ -48,10 +48,11 @@ def _measure(python: Path, project: Path, workdir: Path, workers: int, routes: i
         # Enough requests that every worker serves every route: each writes every series.
         run_wrk(server.url, LOAD_SECONDS, 2 * workers, BENCHMARKS_DIR / "routes.lua", (routes,))
         durations, body = _scrape(server.url + "/metrics")
+        workers_with_samples = _workers_with_samples(metrics_dir)  # the exit folds them away
     return {
         "workers": workers,
         "routes": routes,
-        "workers_with_samples": _workers_with_samples(metrics_dir),
+        "workers_with_samples": workers_with_samples,
         "bytes": len(body),
         "series": sum(1 for line in body.splitlines() if line and not line.startswith(b"#")),
         "median_ms": round(statistics.median(durations) * 1000, 1),
