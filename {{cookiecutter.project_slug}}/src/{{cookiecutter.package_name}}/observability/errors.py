@@ -5,7 +5,7 @@ Two ways, chosen by SENTRY_TRACES_SAMPLE_RATE:
 - 0, the default: errors only, at no cost to a request that raises nothing. No Sentry
   middleware runs on requests; an unhandled exception (or a request the worker timeout
   ended) becomes one event built here, with the request, its route, its ids and the
-  request's own log lines as breadcrumbs. Tracing is OpenTelemetry's job (tracing.py).
+  request's own log lines as breadcrumbs. Distributed tracing is left to a tracer of its own.
 - above 0: Sentry performance tracing too, through its Flask integration, which wraps
   every request in a scope and a transaction and reports its unhandled exceptions.
 
@@ -86,7 +86,7 @@ def _report_errors_only(app: Flask, settings: Settings) -> None:
         auto_enabling_integrations=False,
         disabled_integrations=[LoggingIntegration()],
         # With no scope per request, a trace header would carry one trace id for the whole
-        # process; OpenTelemetry's traceparent links the services.
+        # process; a W3C traceparent, set by a tracer, links the services.
         trace_propagation_targets=[],
     )
     got_request_exception.connect(_report_unhandled_exception, app)
