@@ -172,6 +172,18 @@ def test_a_file_made_anew_under_the_same_name_is_read_afresh(tmp_path):
     assert_scrapes_as_prometheus_client(tmp_path)
 
 
+def test_a_file_written_anew_in_place_is_read_afresh(tmp_path):
+    """prometheus_client never does it, but a file's used size going down says its keys moved."""
+    counters = tmp_path / "counter_4242.db"
+    for queue, value in (("a", 1), ("b", 2), ("c", 3)):
+        write_sample(counters, counter_key(queue), value)
+    assert_scrapes_as_prometheus_client(tmp_path)
+    with counters.open("r+b") as same_inode:
+        same_inode.truncate(0)
+    write_sample(counters, counter_key("c"), 30)
+    assert_scrapes_as_prometheus_client(tmp_path)
+
+
 @needs_proc_locks
 def test_a_fold_waits_for_a_scrape_in_progress(tmp_path):
     dead = run_worker(tmp_path, 1)
