@@ -13,6 +13,8 @@ its own files or in the archive, never in both nor in neither, and no file vanis
 it reads. A fork waits for a scrape to end: with METRICS_PORT the master scrapes in a
 thread (metrics_server.py), and a worker forked meanwhile would inherit the lock file, and
 with it the shared lock, for life: the master's next fold would wait for that worker to exit.
+A scrape adds the files up as prometheus_client's merge does, but keeps what it learnt of
+each file's keys for the next one (`_SampleFiles`): most of a scrape's cost was decoding them.
 
 Gauges in mode `all` (prometheus_client's default) export one series per process, the dead
 ones included, labelled with its pid: one archive cannot keep those apart, so their files
@@ -205,6 +207,7 @@ class _Layout:
     A process only ever appends keys, so their places stay valid while the file is the
     same one. Held open, the file keeps its inode: a file of the same name on another
     inode is another file (a worker's files deleted, then a new worker with its pid).
+    A deleted file is let go at the next scrape in this process.
     """
 
     def __init__(self, path: str) -> None:
@@ -275,15 +278,12 @@ def _combine(
 ) -> None:
     if combine is _add:  # most samples: a loop of its own, timestamps unused
         for key, value in zip(keys, values, strict=True):
-            samples[key] = (samples.get(key, _NOTHING)[0] + value, 0.0)
+            samples[key] = (samples.get(key, (0.0, 0.0))[0] + value, 0.0)
         return
     for key, value, timestamp in zip(keys, values, timestamps, strict=True):
         known = samples.get(key)
         sample = (value, timestamp)
         samples[key] = combine(known, sample) if known and combine else sample
-
-
-_NOTHING: Sample = (0.0, 0.0)
 
 
 def retire_worker(pid: int, directory: str | None = None) -> None:
