@@ -4,10 +4,12 @@ import fcntl
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from {{ cookiecutter.package_name }}.observability import metrics_store
@@ -29,9 +31,26 @@ print(os.getpid())
 """
 
 
-def run_worker(directory: Path, n: int) -> int:
+# Every kind of metric and every gauge mode, labelled series shared by all workers or not.
+EVERY_KIND = """
+import os, sys
+from prometheus_client import Counter, Gauge, Histogram, Summary
+
+n = int(sys.argv[1])
+jobs = Counter("jobs", "Jobs done", ["queue"])
+jobs.labels("mail").inc(n)
+jobs.labels(f"queue{n}").inc()
+Histogram("job_seconds", "Job time", ["queue"], buckets=(1, 3)).labels("mail").observe(n)
+Summary("job_bytes", "Job size").observe(10 * n)
+for mode in Gauge._MULTIPROC_MODES:
+    Gauge(f"depth_{mode}", "Queue depth", ["queue"], multiprocess_mode=mode).labels("mail").set(n)
+print(os.getpid())
+"""
+
+
+def run_worker(directory: Path, n: int, script: str = WRITER) -> int:
     finished = subprocess.run(
-        [sys.executable, "-c", WRITER, str(n)],
+        [sys.executable, "-c", script, str(n)],
         env={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
@@ -42,6 +61,31 @@ def scrape_directory(directory: Path) -> list[str]:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))
     return sorted(generate_latest(registry).decode().splitlines())
+
+
+def scrape_with_the_store(directory: Path) -> list[str]:
+    registry = CollectorRegistry()
+    metrics_store.LockedMultiProcessCollector(registry, path=str(directory))
+    return sorted(generate_latest(registry).decode().splitlines())
+
+
+def assert_scrapes_as_prometheus_client(directory: Path) -> None:
+    expected = scrape_directory(directory)
+    assert scrape_with_the_store(directory) == expected
+    assert scrape_with_the_store(directory) == expected  # from what the first one kept
+
+
+def write_sample(path: Path, key: str, value: float) -> None:
+    """As a worker does: a new key is appended to its file, a known one changes in place."""
+    store = MmapedDict(str(path))
+    try:
+        store.write_value(key, value, time.time())
+    finally:
+        store.close()
+
+
+def counter_key(queue: str) -> str:
+    return mmap_key("jobs", "jobs_total", ["queue"], [queue], "Jobs done")
 
 
 def files_of(directory: Path) -> set[str]:
@@ -84,6 +128,62 @@ def test_a_scrape_skips_a_file_that_a_starting_worker_has_not_sized_yet(tmp_path
     assert sorted(generate_latest(registry).decode().splitlines()) == before
 
 
+def test_a_scrape_adds_up_every_kind_as_prometheus_client_does(tmp_path):
+    for n in (2, 5, 3):
+        run_worker(tmp_path, n, EVERY_KIND)
+    assert_scrapes_as_prometheus_client(tmp_path)
+    scraped = scrape_with_the_store(tmp_path)
+    assert 'job_seconds_bucket{le="3.0",queue="mail"} 2.0' in scraped  # 2 and 3, not 5
+    assert 'depth_livemin{queue="mail"} 2.0' in scraped
+
+
+def test_a_scrape_reads_the_keys_and_values_written_since_the_last(tmp_path):
+    worker = run_worker(tmp_path, 2, EVERY_KIND)
+    run_worker(tmp_path, 5, EVERY_KIND)
+    assert_scrapes_as_prometheus_client(tmp_path)
+    counters = tmp_path / f"counter_{worker}.db"
+    write_sample(counters, counter_key("mail"), 40)
+    write_sample(counters, counter_key("sms"), 7)  # a series new to this file
+    write_sample(tmp_path / f"gauge_all_{worker}.db", mmap_key("new", "new", [], [], "New"), 1)
+    assert_scrapes_as_prometheus_client(tmp_path)
+    assert 'jobs_total{queue="sms"} 7.0' in scrape_with_the_store(tmp_path)
+
+
+def test_a_scrape_after_a_fold_or_a_deleted_file_reads_what_is_there_now(tmp_path):
+    first, second, _live = (run_worker(tmp_path, n, EVERY_KIND) for n in (2, 5, 3))
+    assert_scrapes_as_prometheus_client(tmp_path)
+    metrics_store.retire_worker(first, str(tmp_path))  # the archives are made
+    assert_scrapes_as_prometheus_client(tmp_path)
+    metrics_store.retire_worker(second, str(tmp_path))  # and grow in place
+    assert_scrapes_as_prometheus_client(tmp_path)
+    (tmp_path / f"gauge_all_{first}.db").unlink()
+    assert_scrapes_as_prometheus_client(tmp_path)
+
+
+def test_a_file_made_anew_under_the_same_name_is_read_afresh(tmp_path):
+    """A worker's files deleted, then a new worker given its pid: keys in another order."""
+    counters = tmp_path / "counter_4242.db"
+    for queue, value in (("a", 1), ("b", 2), ("c", 3)):
+        write_sample(counters, counter_key(queue), value)
+    assert_scrapes_as_prometheus_client(tmp_path)
+    counters.unlink()
+    for queue, value in (("c", 30), ("b", 20), ("a", 10), ("d", 40)):
+        write_sample(counters, counter_key(queue), value)
+    assert_scrapes_as_prometheus_client(tmp_path)
+
+
+def test_a_file_written_anew_in_place_is_read_afresh(tmp_path):
+    """prometheus_client never does it, but a file's used size going down says its keys moved."""
+    counters = tmp_path / "counter_4242.db"
+    for queue, value in (("a", 1), ("b", 2), ("c", 3)):
+        write_sample(counters, counter_key(queue), value)
+    assert_scrapes_as_prometheus_client(tmp_path)
+    with counters.open("r+b") as same_inode:
+        same_inode.truncate(0)
+    write_sample(counters, counter_key("c"), 30)
+    assert_scrapes_as_prometheus_client(tmp_path)
+
+
 @needs_proc_locks
 def test_a_fold_waits_for_a_scrape_in_progress(tmp_path):
     dead = run_worker(tmp_path, 1)
@@ -108,12 +208,12 @@ directory = sys.argv[1]
 collector = metrics_store.LockedMultiProcessCollector(None, path=directory)
 reading, finish = threading.Event(), threading.Event()
 
-def slow_merge(files, accumulate=True):
+def slow_merge(files, paths):
     reading.set()
     finish.wait()
     return []
 
-collector.merge = slow_merge
+metrics_store._SampleFiles.merge = slow_merge
 scrape = threading.Thread(target=collector.collect)
 scrape.start()
 reading.wait()

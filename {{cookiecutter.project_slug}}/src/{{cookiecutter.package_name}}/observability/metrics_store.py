@@ -13,6 +13,8 @@ its own files or in the archive, never in both nor in neither, and no file vanis
 it reads. A fork waits for a scrape to end: with METRICS_PORT the master scrapes in a
 thread (metrics_server.py), and a worker forked meanwhile would inherit the lock file, and
 with it the shared lock, for life: the master's next fold would wait for that worker to exit.
+A scrape adds the files up as prometheus_client's merge does, but keeps what it learnt of
+each file's keys for the next one (`_SampleFiles`): most of a scrape's cost was decoding them.
 
 Gauges in mode `all` (prometheus_client's default) export one series per process, the dead
 ones included, labelled with its pid: one archive cannot keep those apart, so their files
@@ -20,16 +22,22 @@ stay. The `live*` modes need no folding: `mark_process_dead` deletes their files
 """
 
 import fcntl
+import functools
 import glob
+import json
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from prometheus_client import Metric, multiprocess
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.samples import Sample as MetricSample
+from prometheus_client.utils import floatToGoString
 
 LOCK_FILE = "fold.lock"  # not *.db: prometheus_client reads every .db file as samples
 ARCHIVE = "archive"  # in place of the pid: a gauge's file name gives its `pid` label
@@ -41,6 +49,13 @@ os.register_at_fork(
     before=_scraping.acquire, after_in_parent=_scraping.release, after_in_child=_scraping.release
 )
 Combine = Callable[[Sample, Sample], Sample]
+FileKind = tuple[str, str, str]  # type, gauge mode, pid label: from `<type>[_<mode>]_<pid>.db`
+Labels = tuple[tuple[str, str], ...]
+SampleId = tuple[str, Labels]  # sample name, labels
+
+_HEADER = 8  # bytes: how many are used, then padding
+_unpack_int = struct.Struct("i").unpack_from
+_files: "_SampleFiles | None" = None  # one directory's, from the last scrape
 
 
 def _add(archived: Sample, dead: Sample) -> Sample:
@@ -73,14 +88,202 @@ COMBINE: dict[str, Combine] = {
 
 
 class LockedMultiProcessCollector(MultiProcessCollector):
-    """Reads every file of the directory under the shared lock."""
+    """Reads every file of the directory under the shared lock, as prometheus_client's merge."""
 
     def collect(self) -> Iterable[Metric]:
+        global _files
         with _scraping, locked_for_scrape(self._path):
-            paths = glob.glob(os.path.join(self._path, "*.db"))
-            # A starting worker creates its file empty, then sizes it: nothing to read yet.
-            metrics: Iterable[Metric] = self.merge([p for p in paths if os.path.getsize(p)])
-            return metrics  # merge() has no types of its own
+            if _files is None or _files.directory != self._path:
+                _files = _SampleFiles(self._path)
+            return _files.merge(glob.glob(os.path.join(self._path, "*.db")))
+
+
+class _SampleFiles:
+    """One directory's files as a scrape left them, so the next reads their values only.
+
+    prometheus_client's merge decodes every key of every file on every scrape (JSON, one
+    Python object per sample): at 8 workers and 100 routes, 13,000 samples and 90 ms. Keys
+    never change place in a file, so only the values are read again; samples are added up
+    by their raw key, and each distinct key is decoded once for all the files.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._layouts: dict[str, _Layout] = {}
+        self._series: dict[str, _Series] = {}
+
+    def merge(self, paths: list[str]) -> Iterable[Metric]:
+        for gone in self._layouts.keys() - set(paths):
+            self._layouts.pop(gone).close()
+        combined: dict[FileKind, dict[str, Sample]] = {}
+        for path in paths:
+            kind = _kind_of(path)
+            if layout := self._layout(path):
+                _combine(combined.setdefault(kind, {}), *layout.read(), _scrape_combine(kind))
+        return self._accumulate(combined)
+
+    def _layout(self, path: str) -> "_Layout | None":
+        layout = self._layouts.get(path)
+        try:
+            if layout is None or os.stat(path).st_ino != layout.inode:
+                self._forget(path)
+                layout = self._layouts[path] = _Layout(path)
+        except FileNotFoundError:
+            self._forget(path)  # deleted since the glob: nothing of it to read
+            return None
+        return layout
+
+    def _forget(self, path: str) -> None:
+        if layout := self._layouts.pop(path, None):
+            layout.close()
+
+    def _accumulate(self, combined: dict[FileKind, dict[str, Sample]]) -> Iterable[Metric]:
+        """prometheus_client's _accumulate_metrics, from one sample per key and kind of file."""
+        series, self._series = self._series, {}  # forget the keys that went away
+        metrics: dict[str, Metric] = {}
+        values: dict[str, dict[SampleId, float]] = {}  # by metric
+        buckets: dict[str, dict[Labels, dict[float, float]]] = {}  # by metric, labels, bound
+        for (typ, mode, pid), samples in combined.items():
+            for key, (value, timestamp) in samples.items():
+                one = self._series[key] = series.get(key) or _Series.of(key)
+                if (metric := metrics.get(one.metric)) is None:
+                    metric = metrics[one.metric] = Metric(one.metric, one.help_text, typ)
+                    values[one.metric], buckets[one.metric] = {}, {}
+                metric_values = values[one.metric]
+                if metric.type == "histogram" and one.le is not None:
+                    by_bound = buckets[one.metric].setdefault(one.labels_but_le, {})
+                    bound = float(one.le)
+                    by_bound[bound] = by_bound.get(bound, 0.0) + value
+                elif metric.type != "gauge":
+                    metric_values[one.id] = metric_values.get(one.id, 0.0) + value
+                elif pid:  # modes all and liveall: one series per process
+                    metric_values[(one.id[0], (*one.id[1], ("pid", pid)))] = value
+                elif timestamp > 0 or not mode.endswith("mostrecent"):  # as prometheus_client
+                    metric_values[one.id] = value  # the files of this mode are combined already
+        for name, metric in metrics.items():
+            _add_cumulative_buckets(metric.name, buckets[name], values[name])
+            metric.samples = [
+                MetricSample(sample_name, dict(labels), value)
+                for (sample_name, labels), value in values[name].items()
+            ]
+        return metrics.values()
+
+
+def _add_cumulative_buckets(
+    name: str, buckets: dict[Labels, dict[float, float]], values: dict[SampleId, float]
+) -> None:
+    """Each bucket counts the samples of the lower ones too, and _count is the last one."""
+    for labels, by_bound in buckets.items():
+        count = 0.0
+        for bound, value in sorted(by_bound.items()):
+            count += value
+            values[(f"{name}_bucket", (*labels, ("le", _bound_text(bound))))] = count
+        values[(f"{name}_count", labels)] = count
+
+
+_bound_text = functools.lru_cache(maxsize=1024)(floatToGoString)  # few bounds, many scrapes
+
+
+class _Series(NamedTuple):
+    """What a file's key says: a sample of a metric, decoded once and kept across scrapes."""
+
+    metric: str
+    help_text: str
+    id: SampleId
+    le: str | None  # a histogram's bucket bound
+    labels_but_le: Labels
+
+    @classmethod
+    def of(cls, key: str) -> "_Series":
+        metric, name, labels, help_text = json.loads(key)
+        sorted_labels = tuple(sorted(labels.items()))
+        but_le = tuple(label for label in sorted_labels if label[0] != "le")
+        return cls(metric, help_text, (name, sorted_labels), labels.get("le"), but_le)
+
+
+class _Layout:
+    """Where the keys of one sample file are (prometheus_client's mmap_dict format).
+
+    A process only ever appends keys, so their places stay valid while the file is the
+    same one. Held open, the file keeps its inode: a file of the same name on another
+    inode is another file (a worker's files deleted, then a new worker with its pid).
+    A deleted file is let go at the next scrape in this process.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        self.inode = os.fstat(self.fd).st_ino
+        self._forget_keys()
+
+    def _forget_keys(self) -> None:
+        self.used = _HEADER  # bytes scanned for keys so far
+        self.keys: list[str] = []
+        self.indexes: list[int] = []  # of each key's value, counted in doubles
+
+    def read(self) -> tuple[list[str], list[float], list[float]]:
+        header = os.pread(self.fd, _HEADER, 0)
+        used = _unpack_int(header)[0] if len(header) == _HEADER else 0
+        if used < _HEADER:
+            return [], [], []  # a starting worker has not sized its file yet
+        if used < self.used:
+            self._forget_keys()  # written anew in place: never by prometheus_client, but cheap
+        data = os.pread(self.fd, used, 0)
+        self._scan(data, self.used, used)
+        # Entries end on 8-byte boundaries, and hold native-endian doubles as `d` reads them.
+        doubles = memoryview(data).cast("d")
+        values = [doubles[index] for index in self.indexes]
+        timestamps = [doubles[index + 1] for index in self.indexes]
+        return self.keys, values, timestamps
+
+    def _scan(self, data: bytes, start: int, end: int) -> None:
+        """Records the keys appended since the last scrape."""
+        position = start
+        while position < end:
+            length = _unpack_int(data, position)[0]
+            key_start = position + 4
+            self.keys.append(data[key_start : key_start + length].decode())
+            position = key_start + length + (8 - (length + 4) % 8)  # the key padded to 8
+            self.indexes.append(position // 8)
+            position += 16  # value and timestamp
+        self.used = end
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _kind_of(path: str) -> FileKind:
+    """As prometheus_client reads a file's name: gauges have a mode, and their pid label."""
+    parts = os.path.basename(path).split("_")
+    if parts[0] != "gauge":
+        return parts[0], "", ""
+    # Modes all and liveall keep one series per process, labelled with its pid.
+    pid = parts[2].removesuffix(".db") if parts[1] in ("all", "liveall") else ""
+    return "gauge", parts[1], pid
+
+
+def _scrape_combine(kind: FileKind) -> Combine | None:
+    """How the samples of one key in files of this kind combine; None: the last one stands."""
+    typ, mode, _pid = kind
+    if typ != "gauge":
+        return _add
+    return COMBINE.get(f"gauge_{mode.removeprefix('live')}")
+
+
+def _combine(
+    samples: dict[str, Sample],
+    keys: list[str],
+    values: list[float],
+    timestamps: list[float],
+    combine: Combine | None,
+) -> None:
+    if combine is _add:  # most samples: a loop of its own, timestamps unused
+        for key, value in zip(keys, values, strict=True):
+            samples[key] = (samples.get(key, (0.0, 0.0))[0] + value, 0.0)
+        return
+    for key, value, timestamp in zip(keys, values, timestamps, strict=True):
+        known = samples.get(key)
+        sample = (value, timestamp)
+        samples[key] = combine(known, sample) if known and combine else sample
 
 
 def retire_worker(pid: int, directory: str | None = None) -> None:
