@@ -8,7 +8,7 @@ and a stdout that nobody reads. Prints tables and writes every figure to
 benchmarks/results/latest.json.
 Not part of the test suite: see "Benchmark" in README.md.
 
-    python3 -m benchmarks.run                      # everything, about 12 minutes
+    python3 -m benchmarks.run                      # everything, about 15 minutes
     python3 -m benchmarks.run --sections churn --ref HEAD~3   # an older template, one part
     python3 -m benchmarks.run --sections throughput --rounds 1
     python3 -m benchmarks.run --profile full       # py-spy on one worker of one variant
