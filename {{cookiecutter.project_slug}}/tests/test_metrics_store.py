@@ -88,6 +88,13 @@ def counter_key(queue: str) -> str:
     return mmap_key("jobs", "jobs_total", ["queue"], [queue], "Jobs done")
 
 
+def write_counters(path: Path, **values: float) -> Path:
+    """One counter sample per queue, in the order given."""
+    for queue, value in values.items():
+        write_sample(path, counter_key(queue), value)
+    return path
+
+
 def files_of(directory: Path) -> set[str]:
     return {path.name for path in directory.glob("*.db")}
 
@@ -162,25 +169,20 @@ def test_a_scrape_after_a_fold_or_a_deleted_file_reads_what_is_there_now(tmp_pat
 
 def test_a_file_made_anew_under_the_same_name_is_read_afresh(tmp_path):
     """A worker's files deleted, then a new worker given its pid: keys in another order."""
-    counters = tmp_path / "counter_4242.db"
-    for queue, value in (("a", 1), ("b", 2), ("c", 3)):
-        write_sample(counters, counter_key(queue), value)
+    counters = write_counters(tmp_path / "counter_4242.db", a=1, b=2, c=3)
     assert_scrapes_as_prometheus_client(tmp_path)
     counters.unlink()
-    for queue, value in (("c", 30), ("b", 20), ("a", 10), ("d", 40)):
-        write_sample(counters, counter_key(queue), value)
+    write_counters(counters, c=30, b=20, a=10, d=40)
     assert_scrapes_as_prometheus_client(tmp_path)
 
 
 def test_a_file_written_anew_in_place_is_read_afresh(tmp_path):
     """prometheus_client never does it, but a file's used size going down says its keys moved."""
-    counters = tmp_path / "counter_4242.db"
-    for queue, value in (("a", 1), ("b", 2), ("c", 3)):
-        write_sample(counters, counter_key(queue), value)
+    counters = write_counters(tmp_path / "counter_4242.db", a=1, b=2, c=3)
     assert_scrapes_as_prometheus_client(tmp_path)
     with counters.open("r+b") as same_inode:
         same_inode.truncate(0)
-    write_sample(counters, counter_key("c"), 30)
+    write_counters(counters, c=30)
     assert_scrapes_as_prometheus_client(tmp_path)
 
 
