@@ -21,6 +21,7 @@ from {{ cookiecutter.package_name }}.settings import Settings
 from .ecs import ecs_records
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+MUTATION_VARIABLES = ("MUTANT_UNDER_TEST", "MUTMUT_SUBPROCESS_HITS")
 
 
 def documented_variables() -> set[str]:
@@ -141,8 +142,11 @@ class ServiceProcess:
 
 
 def only(settings: dict[str, str]) -> dict[str, str]:
-    """An environment with `settings` and no other variable (no .env, nothing inherited)."""
-    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_DIR / "src"), **settings}
+    """An environment with `settings` and no other variable (no .env, nothing inherited) but
+    what mutation testing hands every process the tests start: the mutant to run, and where
+    to record the functions reached (tools/mutation/subprocess_stats.py)."""
+    mutation = {name: os.environ[name] for name in MUTATION_VARIABLES if name in os.environ}
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_DIR / "src"), **mutation, **settings}
 
 
 def run_script(script: str, cwd: Path, **settings: str) -> None:
