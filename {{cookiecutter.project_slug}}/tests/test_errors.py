@@ -89,8 +89,15 @@ def sentry_server():
     server.stop()
 
 
-def test_one_scrubbed_event_per_unhandled_exception(sentry_server):
-    app = create_app(make_settings(sentry_dsn=sentry_server.dsn, app_release="svc@1.2.3"))
+@pytest.mark.parametrize("traces_sample_rate", [0.0, 1.0], ids=["errors-only", "tracing"])
+def test_one_scrubbed_event_per_unhandled_exception(sentry_server, traces_sample_rate):
+    app = create_app(
+        make_settings(
+            sentry_dsn=sentry_server.dsn,
+            app_release="svc@1.2.3",
+            sentry_traces_sample_rate=traces_sample_rate,
+        )
+    )
     response = app.test_client().get(
         f"/api/fail?token={QUERY_TOKEN}&page=2",
         headers={**SECRETS, "X-Request-ID": "failing-request-1"},
@@ -230,6 +237,8 @@ def test_an_event_names_the_route_and_carries_the_request(sentry_server):
     sentry_sdk.flush(timeout=5)
     [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
     assert event["transaction"] == "/orders/<int:order_id>"
+    assert event["transaction_info"] == {"source": "route"}
+    assert event["exception"]["values"][-1]["mechanism"] == {"type": "flask", "handled": False}
     assert event["request"]["method"] == "POST"
     assert event["request"]["url"] == "http://localhost/orders/17"
     assert event["request"]["query_string"] == "page=2"
@@ -244,6 +253,7 @@ def test_the_log_lines_of_one_request_stay_out_of_the_next_requests_event(sentry
     def step(number):
         logger.info("step {} began", number)
         if number:
+            logger.warning("step {} is failing", number)
             raise RuntimeError(f"step {number} failed")
         return ""
 
@@ -259,7 +269,16 @@ def test_the_log_lines_of_one_request_stay_out_of_the_next_requests_event(sentry
     breadcrumbs = [
         [crumb["message"] for crumb in event["breadcrumbs"]["values"]] for event in events
     ]
-    assert breadcrumbs == [["step 1 began"], ["step 2 began"]]
+    assert breadcrumbs == [
+        ["step 1 began", "step 1 is failing"],
+        ["step 2 began", "step 2 is failing"],
+    ]
+    began, failing = events[0]["breadcrumbs"]["values"]
+    assert {key: began[key] for key in ("type", "category", "level")} == {
+        "type": "log", "category": __name__, "level": "info"
+    }  # fmt: skip
+    assert failing["level"] == "warning"
+    assert began["timestamp"] <= failing["timestamp"]
 
 
 def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack(
@@ -434,9 +453,12 @@ def test_traces_follow_the_callers_sampling_decision_over_the_rate(app, context,
     assert _traces_sampler(app, 0.25)(context) == sampled
 
 
-def test_an_event_is_tagged_with_the_trace_id_of_its_request(sentry_server):
+@pytest.mark.parametrize("traces_sample_rate", [0.0, 1.0], ids=["errors-only", "tracing"])
+def test_an_event_is_tagged_with_the_trace_id_of_its_request(sentry_server, traces_sample_rate):
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
+    app = create_app(
+        make_settings(sentry_dsn=sentry_server.dsn, sentry_traces_sample_rate=traces_sample_rate)
+    )
     traceparent = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
     assert app.test_client().get("/api/fail", headers=traceparent).status_code == 500
     sentry_sdk.flush(timeout=5)
