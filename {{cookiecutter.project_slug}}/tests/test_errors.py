@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import sentry_sdk
+from flask import request
 from loguru import logger
 
 from {{ cookiecutter.package_name }}.app import create_app
@@ -244,6 +245,20 @@ def test_an_event_names_the_route_and_carries_the_request(sentry_server):
     assert event["request"]["query_string"] == "page=2"
     assert event["request"]["data"] == {"password": FILTERED, "amount": 30}
     assert event["request"]["headers"]["Content-Type"] == "application/json"
+
+
+def test_an_error_before_any_route_matched_is_named_by_the_method_not_the_url(sentry_server):
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
+
+    @app.before_request
+    def fail_before_routing():
+        if request.path.startswith("/nowhere"):
+            raise RuntimeError("failed before routing")
+
+    assert app.test_client().delete("/nowhere/4711").status_code == 500
+    sentry_sdk.flush(timeout=5)
+    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    assert event["transaction"] == "DELETE"
 
 
 def test_the_log_lines_of_one_request_stay_out_of_the_next_requests_event(sentry_server):
