@@ -30,7 +30,7 @@ from {{ cookiecutter.package_name }}.observability.timeouts import (
 )
 
 from . import stuck_app
-from .conftest import PROJECT_DIR, get, make_settings
+from .conftest import PROJECT_DIR, get, make_settings, run_script
 
 
 def sample(metrics_text: str, name: str, **labels: str) -> float:
@@ -420,3 +420,19 @@ def test_log_lines_the_master_cannot_write_are_in_metrics(gunicorn, tmp_path):
     while sample(scrape_server(server), "log_lines_dropped_total", **lost) < 3:
         assert time.monotonic() < deadline, "the lost lines were not counted"
         time.sleep(0.1)
+
+
+def test_the_master_imports_the_metrics_before_it_forks_a_worker(tmp_path):
+    """Its threads count lost log lines and alerts: were the first count to import
+    prometheus_client, a worker forked meanwhile would inherit the import lock taken, and
+    hang at boot."""
+    script = (
+        "import sys\n"
+        "from {{ cookiecutter.package_name }}.observability.metrics_directory import (\n"
+        "    prepare_metrics_directory,\n"
+        ")\n"
+        "prepare_metrics_directory().on_starting(None)\n"
+        "assert 'prometheus_client' in sys.modules\n"
+        "assert '{{ cookiecutter.package_name }}.observability.metrics' in sys.modules\n"
+    )
+    run_script(script, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))

@@ -41,6 +41,13 @@ class MetricsDirectory(ServerHooks):
         shutil.rmtree(self.path, ignore_errors=True)  # the folder stays if it is a mount point
         self.path.mkdir(parents=True, exist_ok=True)
 
+    def on_starting(self, server: "Arbiter") -> None:
+        """Import now, in the main thread, what the master's other threads would otherwise
+        import at their first count (a lost log line, a security alert): a worker forked
+        while a thread imports a module inherits its import lock taken, and hangs at boot
+        when it imports that module itself."""
+        from . import metrics  # noqa: F401  (prometheus_client with it)
+
     def child_exit(self, server: "Arbiter", worker: "Worker") -> None:
         """Fold a dead worker's counts into the archive, so that its files can go."""
         from . import metrics_store  # imports prometheus_client: see above
