@@ -426,13 +426,14 @@ def test_the_master_imports_the_metrics_before_it_forks_a_worker(tmp_path):
     """Its threads count lost log lines and alerts: were the first count to import
     prometheus_client, a worker forked meanwhile would inherit the import lock taken, and
     hang at boot."""
+    package = "{{ cookiecutter.package_name }}.observability"
     script = (
-        "import sys\n"
-        "from {{ cookiecutter.package_name }}.observability.metrics_directory import (\n"
-        "    prepare_metrics_directory,\n"
-        ")\n"
-        "prepare_metrics_directory().on_starting(None)\n"
+        "import importlib, os, sys\n"
+        "directory = importlib.import_module(os.environ['PACKAGE'] + '.metrics_directory')\n"
+        "directory.prepare_metrics_directory().on_starting(None)\n"
         "assert 'prometheus_client' in sys.modules\n"
-        "assert '{{ cookiecutter.package_name }}.observability.metrics' in sys.modules\n"
+        "assert os.environ['PACKAGE'] + '.metrics' in sys.modules\n"
     )
-    run_script(script, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    run_script(
+        script, tmp_path, PACKAGE=package, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics")
+    )
