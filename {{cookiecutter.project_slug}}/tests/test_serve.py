@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import get, gunicorn_start_refused
+from .conftest import get, gunicorn_start_refused, wait_until
 from .ecs import ecs_record, ecs_records
 
 
@@ -38,7 +38,12 @@ def test_only_the_master_has_the_log_file_open(gunicorn, tmp_path):
     children = Path(f"/proc/{master}/task/{master}/children").read_text()
     workers = [int(pid) for pid in children.split()]
     assert log_file in open_files(master)
-    assert [pid for pid in workers if log_file in open_files(pid)] == []
+
+    def workers_holding_the_file() -> list[int]:
+        return [pid for pid in workers if log_file in open_files(pid)]
+
+    # A worker gunicorn has only just forked still holds what it inherited, until post_fork.
+    wait_until(lambda: not workers_holding_the_file(), "no worker holding the log file")
     server.stop()
 
     writers = {record["process.pid"] for record in ecs_records(log_file.read_text())}
