@@ -76,9 +76,6 @@ class SharedSink:
             if self._flush is not None:
                 self._flush()
 
-    def write_rendered(self, level: str, line: str) -> None:
-        self.write(_relayed_message(level, line))
-
     def stop(self) -> None:
         stop = getattr(self._sink, "stop", None)
         if stop is not None:
@@ -95,7 +92,7 @@ class _Process(NamedTuple):  # what a record tells of its process
     name: str
 
 
-def _relayed_message(level: str, line: str) -> Message:
+def relayed_message(level: str, line: str) -> Message:
     """A line a worker rendered, as the sinks take a line from loguru: a string with a record
     beside it, here with the fields that sinks read (the time, for rotation and syslog; the
     level, for syslog; the process, for the line LogFile writes when it can write again)."""

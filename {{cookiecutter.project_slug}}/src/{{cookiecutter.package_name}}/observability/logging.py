@@ -30,6 +30,7 @@ from .log_sinks import (
     SharedSink,
     Sink,
     count_nothing,
+    relayed_message,
     stderr_notices,
 )
 from .log_syslog import SyslogSender, tls_context
@@ -72,11 +73,13 @@ def configure_logging(settings: Settings, count_lost_lines: CountLostLines = cou
 def write_rendered(level: str, lines: dict[str, str]) -> None:
     """Lines a worker rendered ({destination: line}), written to the sinks as they are.
 
-    The worker left out what is below the log level already."""
+    The worker left out what is below the log level already. Console and file often share
+    a line: it is made into a message once."""
+    messages = {line: relayed_message(level, line) for line in set(lines.values())}
     for destination, line in lines.items():
         sink = _sinks.get(destination)
         if sink is not None:
-            sink.write_rendered(level, line)
+            sink.write(messages[line])
 
 
 def _as_format(render: Render) -> FormatFunction:
