@@ -101,6 +101,12 @@ def unrendered_jinja(text: str) -> list[str]:
     return re.findall(r"\{[{%]-?\s*(?:cookiecutter|endif|if |raw|endraw)[^}]*[}%]\}", text)
 
 
+def pytest_collection_modifyitems(items):
+    """xdist hands the tests out in this order: the minutes-long ones go first, so that no
+    worker starts one while the other is running out of tests."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(scope="session")
 def service_python(tmp_path_factory, cookies_session) -> Path:
     """One environment with every dependency of the full service, shared by all projects.

@@ -107,6 +107,7 @@ def test_only_recording_rules_over_scraped_series_are_backfilled():
     }
 
 
+@pytest.mark.long
 def test_attacks_are_detected_and_normal_users_are_not_flagged(baked, tmp_path):
     for binary in ("prometheus", "prometheus-alertmanager", "promtool"):
         require_binary(binary)

@@ -75,6 +75,7 @@ def watch_while(load: threading.Thread, *watches) -> None:
             watch.look()
 
 
+@pytest.mark.long
 def test_files_follow_the_live_workers_and_totals_stay_exact_through_replacements(
     churning_service, tmp_path
 ):
