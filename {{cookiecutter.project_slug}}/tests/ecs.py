@@ -5,6 +5,7 @@ through `ecs_record`, so that a change that breaks the format fails the tests th
 
 import json
 from datetime import datetime
+from pathlib import Path
 
 FIRST_KEYS = ["@timestamp", "log.level", "message"]  # in this order, before any other
 REQUIRED = {"@timestamp", "log.level", "ecs.version"}
@@ -52,6 +53,15 @@ def ecs_record(line: str) -> dict:
 def ecs_records(text: str) -> list[dict]:
     """Every non-blank line of `text`, each one checked."""
     return [ecs_record(line) for line in text.splitlines() if line.strip()]
+
+
+def written_records(log_file: Path) -> list[dict]:
+    """The lines of a log file that a running service may be writing, each one checked: the
+    last line waits for the next read until its newline is written."""
+    if not log_file.exists():
+        return []
+    complete, _, _ = log_file.read_bytes().rpartition(b"\n")
+    return ecs_records(complete.decode())
 
 
 def _timestamp_problems(value: object) -> list[str]:

@@ -19,6 +19,8 @@ from {{ cookiecutter.package_name }}.observability.security_refusals import (
     refusal_action,
 )
 
+from .ecs import written_records
+
 # A terminal escape sequence in a header: the log injection gunicorn answers with a 400.
 HOSTILE_REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: a\x1b[2Jb\r\nConnection: close\r\n\r\n"
 
@@ -47,7 +49,7 @@ def send_raw(url: str, request: bytes) -> bytes:
 
 
 def refusal_events(log_file: Path) -> list[dict]:
-    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    records = written_records(log_file)
     return [record for record in records if "refused by gunicorn" in record.get("event.reason", "")]
 
 

@@ -1,7 +1,6 @@
 """Per-client thresholds: counted over every gunicorn worker, in memory that a flood of
 addresses cannot grow, by a detector that nothing a client sends can stop."""
 
-import json
 import os
 import signal
 import socket
@@ -21,6 +20,7 @@ from {{ cookiecutter.package_name }}.observability import (
 )
 
 from .conftest import get, wait_until
+from .ecs import written_records
 
 SCAN = thresholds.Threshold("malicious_excess_404", "404 answers", limit=5, window_seconds=60)
 # The service with 404 answers slow enough that concurrent requests keep every worker busy:
@@ -167,12 +167,6 @@ def test_a_worker_never_waits_on_a_master_that_does_not_read():
         sender.observe("http_404", "192.0.2.1")  # nor does a master that is gone stop it
 
 
-def log_records(log_file: Path) -> list[dict]:
-    if not log_file.exists():
-        return []
-    return [json.loads(line) for line in log_file.read_text().splitlines()]
-
-
 def test_a_scan_spread_over_three_workers_is_detected_as_on_one(gunicorn, tmp_path):
     """Each address that the trusted proxy appends is one client: one scans past the limit
     over three workers, the other stops one short, and a third is framed in vain."""
@@ -195,7 +189,7 @@ def test_a_scan_spread_over_three_workers_is_detected_as_on_one(gunicorn, tmp_pa
     log_file = tmp_path / "logs" / "service.log"
 
     def alerts() -> list[dict]:
-        records = log_records(log_file)
+        records = written_records(log_file)
         return [record for record in records if record.get("event.kind") == "alert"]
 
     # The scanner's last observation reached the master after all the careful client's.
@@ -208,7 +202,7 @@ def test_a_scan_spread_over_three_workers_is_detected_as_on_one(gunicorn, tmp_pa
     def scanners_requests() -> list[dict]:
         return [
             record
-            for record in log_records(log_file)
+            for record in written_records(log_file)
             if record.get("log.logger") == "gunicorn.access" and record["client.address"] == scanner
         ]
 
@@ -235,7 +229,7 @@ def test_the_workers_of_a_reload_report_to_the_same_detector(gunicorn, tmp_path)
         assert get(f"{server.url}/missing/{attempt}")[0] == 404
 
     def alerts() -> list[dict]:
-        records = log_records(tmp_path / "logs" / "service.log")
+        records = written_records(tmp_path / "logs" / "service.log")
         return [record for record in records if record.get("event.kind") == "alert"]
 
     [alert] = wait_until(alerts, "malicious_excess_404")
