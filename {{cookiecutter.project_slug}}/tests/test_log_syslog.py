@@ -39,7 +39,7 @@ from {{ cookiecutter.package_name }}.settings import (
     load_settings,
 )
 
-from .conftest import free_port, get, gunicorn_start_refused, make_settings, wait_until
+from .conftest import get, gunicorn_start_refused, make_settings, wait_until
 from .ecs import ecs_record
 
 # RFC 5424 section 6: <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG
@@ -57,7 +57,9 @@ class SyslogReceiver:
     optionally over TLS; `restart` drops every connection, as a restarting receiver does,
     and `pause` stops reading, as a stuck one does."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None, port: int = 0) -> None:
+    def __init__(
+        self, tls: ssl.SSLContext | None = None, port: int = 0, vacant: socket.socket | None = None
+    ) -> None:
         self.messages: list[bytes] = []
         self.framing_errors: list[bytes] = []
         self.accepted = 0
@@ -67,7 +69,7 @@ class SyslogReceiver:
         self._reading = threading.Event()
         self._reading.set()
         self._connections: list[socket.socket] = []
-        self._listen(port)
+        self._listen(vacant, port)
         self.port = self._listener.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
 
@@ -112,15 +114,17 @@ class SyslogReceiver:
 
     def restart(self, reset: bool = False) -> None:
         self.stop(reset)
-        self._listen(self.port)
+        self._listen(port=self.port)
 
-    def _listen(self, port: int) -> None:
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    def _listen(self, vacant: socket.socket | None = None, port: int = 0) -> None:
+        """Listens on `vacant`, a port the test held until now, or else binds `port`."""
+        if vacant is None:
+            vacant = reusable_socket()
+            vacant.bind(("127.0.0.1", port))
+        self._listener = vacant
         # A small receive buffer, which the connections inherit: while the receiver is
         # paused, a sender soon has more in flight than the kernel holds for it.
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        self._listener.bind(("127.0.0.1", port))
         self._listener.listen()
         threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
@@ -180,6 +184,23 @@ def receiver():
     started = SyslogReceiver()
     yield started
     started.stop()
+
+
+@pytest.fixture
+def vacant_port():
+    """A loopback port where nobody listens yet: bound, so that no free port that another
+    process asks for is this one before a receiver listens on it, and not listened on, so that
+    connecting to it is refused."""
+    with reusable_socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held
+
+
+def reusable_socket() -> socket.socket:
+    """A socket that may bind its port again while connections it accepted linger."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
 
 
 def parse(message: bytes) -> dict:
@@ -306,8 +327,10 @@ def test_a_receiver_that_never_answers_the_tls_handshake_is_given_up_and_told(mo
         silent.close()
 
 
-def test_lines_wait_while_the_receiver_is_away_and_what_overflows_is_counted_and_told(capsys):
-    port = free_port()  # nobody listens on it yet
+def test_lines_wait_while_the_receiver_is_away_and_what_overflows_is_counted_and_told(
+    vacant_port, capsys
+):
+    port = vacant_port.getsockname()[1]
     counted = []
     settings = make_settings(
         log_syslog_address=f"127.0.0.1:{port}", log_syslog_buffer_bytes=64 * 1024
@@ -319,7 +342,7 @@ def test_lines_wait_while_the_receiver_is_away_and_what_overflows_is_counted_and
     assert {(sink, reason) for sink, reason, _ in counted} == {("syslog", "buffer_full")}
     assert 0 < dropped < 600
 
-    receiver = SyslogReceiver(port=port)
+    receiver = SyslogReceiver(vacant=vacant_port)
     try:
         assert receiver.wait_for(600 - dropped)
         numbers = [int(parse(m)["record"]["message"].split()[1]) for m in receiver.messages]
@@ -384,10 +407,12 @@ def test_a_receiver_away_for_a_while_gets_the_lines_logged_meanwhile(receiver, m
         back.stop()
 
 
-def test_stopping_ends_the_sending_thread_even_while_it_waits_to_try_again(monkeypatch, capsys):
+def test_stopping_ends_the_sending_thread_even_while_it_waits_to_try_again(
+    vacant_port, monkeypatch, capsys
+):
     monkeypatch.setattr(log_syslog, "FIRST_RETRY_SECONDS", 3600)  # the next attempt: in an hour
     others = set(threading.enumerate())
-    port = free_port()
+    port = vacant_port.getsockname()[1]
     configure_logging(make_settings(log_syslog_address=f"127.0.0.1:{port}"))
     wait_for_stderr(capsys, f"cannot reach syslog at 127.0.0.1:{port}")
     # Named, as py-spy and faulthandler show it.
@@ -484,21 +509,21 @@ def test_stopping_waits_while_the_receiver_takes_what_is_buffered(receiver, monk
 
 
 def test_stopping_returns_as_soon_as_everything_is_sent_and_reaching_again_is_told(
-    monkeypatch, capsys
+    vacant_port, monkeypatch, capsys
 ):
     monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)
     monkeypatch.setattr(log_syslog, "STUCK_AFTER_SECONDS", 3600)
     # Attempts close together, so that several fail before the receiver comes.
     monkeypatch.setattr(log_syslog, "FIRST_RETRY_SECONDS", 0.001)
     monkeypatch.setattr(log_syslog, "LAST_RETRY_SECONDS", 0.05)
-    port = free_port()
+    port = vacant_port.getsockname()[1]
     counted = []
     settings = make_settings(log_syslog_address=f"127.0.0.1:{port}")
     configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
     for number in range(10):
         logger.info("held {}", number)
     errors = wait_for_stderr(capsys, f"cannot reach syslog at 127.0.0.1:{port}")
-    receiver = SyslogReceiver(port=port)
+    receiver = SyslogReceiver(vacant=vacant_port)
     try:
         assert receiver.wait_for(10)
         receiver.restart()  # reached at once again: nothing to tell
@@ -514,7 +539,7 @@ def test_stopping_returns_as_soon_as_everything_is_sent_and_reaching_again_is_to
 
 
 def test_the_buffer_holds_exactly_its_capacity_before_and_after_a_batch(
-    receiver, monkeypatch, capsys
+    receiver, vacant_port, monkeypatch, capsys
 ):
     monkeypatch.setattr(log_syslog, "LAST_RETRY_SECONDS", 0.05)
     monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)
@@ -526,7 +551,7 @@ def test_the_buffer_holds_exactly_its_capacity_before_and_after_a_batch(
     # Every line "line NNNNN <pad>" makes a frame of this length.
     frame = len(b"%d %b" % (len(receiver.messages[0]), receiver.messages[0]))
     lines = -(-BIG // frame)  # as many as make one batch larger than the kernel holds
-    port = free_port()
+    port = vacant_port.getsockname()[1]
     counted = []
     settings = make_settings(
         log_syslog_address=f"127.0.0.1:{port}", log_syslog_buffer_bytes=lines * frame
@@ -536,7 +561,7 @@ def test_the_buffer_holds_exactly_its_capacity_before_and_after_a_batch(
         logger.info("line {:05d} {}", number, pad)
     assert counted == [("syslog", "buffer_full", 1)]
 
-    late = SyslogReceiver(port=port)
+    late = SyslogReceiver(vacant=vacant_port)
     late.pause()
     try:
         # The whole buffer goes in one batch that stays in flight: the buffer is empty again.
@@ -587,8 +612,8 @@ def test_a_receiver_that_stops_reading_costs_the_line_in_flight_counted_and_told
         receiver.stop()
 
 
-def test_stopping_while_the_receiver_is_unreachable_counts_what_it_held(capsys):
-    port = free_port()
+def test_stopping_while_the_receiver_is_unreachable_counts_what_it_held(vacant_port, capsys):
+    port = vacant_port.getsockname()[1]
     counted = []
     configure_logging(
         make_settings(log_syslog_address=f"127.0.0.1:{port}"),
