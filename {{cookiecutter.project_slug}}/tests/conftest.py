@@ -21,7 +21,9 @@ from {{ cookiecutter.package_name }}.settings import Settings
 from .ecs import ecs_records
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-MUTATION_VARIABLES = ("MUTANT_UNDER_TEST", "MUTMUT_SUBPROCESS_HITS")
+# The mutant to switch on, where to record the functions a subprocess reached, and for which
+# test (tools/mutation/subprocess_stats.py).
+MUTATION_VARIABLES = ("MUTANT_UNDER_TEST", "MUTMUT_SUBPROCESS_HITS", "PYTEST_CURRENT_TEST")
 
 
 def documented_variables() -> set[str]:
@@ -143,8 +145,7 @@ class ServiceProcess:
 
 def only(settings: dict[str, str]) -> dict[str, str]:
     """An environment with `settings` and no other variable (no .env, nothing inherited) but
-    what mutation testing hands every process the tests start: the mutant to run, and where
-    to record the functions reached (tools/mutation/subprocess_stats.py)."""
+    what mutation testing hands every process the tests start (MUTATION_VARIABLES)."""
     mutation = {name: os.environ[name] for name in MUTATION_VARIABLES if name in os.environ}
     return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_DIR / "src"), **mutation, **settings}
 
