@@ -17,7 +17,8 @@ COMBINATIONS = [pytest.param(name, id=name) for name in SUPPORTED]
 LIVE_MONITORING_COMBINATIONS = {"all-defaults", "custom-names", "no-dashboard"}
 LIVE_MONITORING_TESTS = ["tests/test_monitoring_live.py", "tests/test_dashboard_live.py"]
 # promtool's unit tests of the alert rules (about 30 s of CPU) read only these two files: a
-# combination whose copies are all-defaults' would repeat all-defaults' run.
+# combination whose copies are all-defaults' would repeat all-defaults' run. (--deselect takes
+# this prefix of the tests' ids, one for each scenario.)
 RULE_UNIT_TEST = "tests/test_alerts.py::test_every_rule_passes_its_unit_tests"
 RULE_FILES = ["monitoring/prometheus/alerts.yml", "monitoring/prometheus/alerts_test.yml"]
 # Combinations that switch off only what their service and its tests never read: all their
