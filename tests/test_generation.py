@@ -146,6 +146,22 @@ def same_rules(project, reference) -> bool:
     )
 
 
+def test_the_projects_tests_have_the_same_ids_in_every_process(baked):
+    """pytest-xdist and mutmut name the tests that another process is to run by their ids: an
+    id made of a random value (a token) is no test there."""
+    project = baked("all-defaults")
+
+    def collected() -> list[str]:
+        result = project.run(
+            str(project.python), "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return [line for line in result.stdout.splitlines() if "::" in line]
+
+    first = collected()
+    assert first and collected() == first
+
+
 def test_the_installed_default_project_knows_its_release(baked):
     project = baked("all-defaults")
     install = project.install()

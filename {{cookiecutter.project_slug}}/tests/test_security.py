@@ -228,6 +228,8 @@ def test_the_private_endpoint_answers_the_right_token(client, capsys):
         (f"Bearer {TOKEN}x", "wrong token"),
         ("Bearer caf\u00e9", "wrong token"),  # not ASCII: compare_digest would raise on text
     ],
+    # Not the random token: a test's id must be the same in every run (xdist, mutmut).
+    ids=["none", "basic", "wrong", "token-and-more", "not-ascii"],
 )
 def test_the_private_endpoint_refuses_anything_else_as_a_failed_login(
     client, capsys, authorization, reason
