@@ -15,6 +15,8 @@ from loguru import logger
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability.errors import (
     FILTERED,
+    MAX_BODY_BYTES,
+    MAX_BREADCRUMBS,
     _traces_sampler,
     scrub_event,
 )
@@ -296,6 +298,58 @@ def test_the_log_lines_of_one_request_stay_out_of_the_next_requests_event(sentry
     assert began["timestamp"] <= failing["timestamp"]
 
 
+def test_an_event_carries_the_last_lines_of_its_request_only(sentry_server):
+    """What a request keeps for its event is bounded, however much it logs."""
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
+
+    @app.get("/chatty")
+    def chatty():
+        for number in range(MAX_BREADCRUMBS + 50):
+            logger.info("line {}", number)
+        raise RuntimeError("failed after many lines")
+
+    assert app.test_client().get("/chatty").status_code == 500
+    sentry_sdk.flush(timeout=5)
+    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    messages = [crumb["message"] for crumb in event["breadcrumbs"]["values"]]
+    assert messages == [f"line {number}" for number in range(50, MAX_BREADCRUMBS + 50)]
+
+
+@pytest.mark.parametrize(("size", "kept"), [(MAX_BODY_BYTES, True), (MAX_BODY_BYTES + 1, False)])
+def test_a_form_body_is_in_the_event_up_to_its_size_limit(sentry_server, size, kept):
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
+
+    @app.post("/notes")
+    def add_note():
+        raise RuntimeError("the note was not saved")
+
+    body = "note=" + "x" * (size - len("note="))
+    response = app.test_client().post(
+        "/notes", data=body, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 500
+    sentry_sdk.flush(timeout=5)
+    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    if kept:  # Sentry shortens long values itself
+        assert event["request"]["data"]["note"].startswith("xxxx")
+    else:
+        assert "data" not in event["request"]
+
+
+def test_an_error_in_a_request_with_a_malformed_json_body_is_reported(sentry_server):
+    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
+
+    @app.post("/notes")
+    def add_note():
+        raise RuntimeError("the note was not saved")
+
+    response = app.test_client().post("/notes", data="{not json", content_type="application/json")
+    assert response.status_code == 500
+    sentry_sdk.flush(timeout=5)
+    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    assert event["exception"]["values"][-1]["value"] == "the note was not saved"
+
+
 def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack(
     sentry_server, gunicorn
 ):
@@ -358,14 +412,17 @@ def test_log_lines_before_an_error_arrive_as_its_breadcrumbs(
 ):
     """In a process of its own: with tracing, Sentry adds its loguru sinks once a process,
     and each test's logging set-up removes them. Fields bound to a line may hold user data:
-    they stay out. The card number comes from the environment: an event may quote the lines
-    around the failing one (Python 3.13 keeps the source of `python -c`)."""
+    they stay out. Error lines are no events. The card number comes from the environment: an
+    event may quote the lines around the failing one (Python 3.13 keeps the source of `-c`)."""
     script = (
+        "import logging\n"
         "import os\n"
         "import sentry_sdk\n"
         "from loguru import logger\n"
         "from {{ cookiecutter.package_name }}.app import create_app\n"
         "app = create_app()\n"
+        "logging.getLogger('payments').error('an error line of the standard library')\n"
+        "logger.error('an error line of loguru')\n"
         "@app.get('/checkout')\n"
         "def checkout():\n"
         "    logger.debug('too fine to keep')\n"
