@@ -91,6 +91,15 @@ def test_the_internal_port_serves_metrics_only_and_honours_the_names_asked_for(g
     assert get(server.metrics_url.removesuffix("/metrics") + "/readyz")[0] == 404
 
 
+def test_the_internal_port_listens_on_the_services_host_only(gunicorn):
+    """The service is bound to 127.0.0.1: its metrics are not on every interface either
+    (127.0.0.2 is this host too, and reaches a port bound to all of them)."""
+    server = serve_metrics_apart(gunicorn, workers=1)
+    assert get(server.metrics_url)[0] == 200
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.2", int(server.env["METRICS_PORT"])), timeout=10)
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
 def test_counts_stay_and_dead_workers_go_over_a_kill_and_a_reload(gunicorn):
     server = serve_metrics_apart(gunicorn, workers=2)
