@@ -66,6 +66,11 @@ def test_a_crossing_is_reported_once_a_window_while_it_goes_on():
     assert [n * 2.0 for n in crossings] == [8.0, 68.0]
 
 
+def test_a_client_quiet_for_two_whole_windows_starts_from_zero():
+    # Four events, then none until two windows later, to the second: the four are forgotten.
+    assert counts_at([0, 1, 2, 3, 120, 121, 122, 123, 124]) == [None] * 8 + [5]
+
+
 def test_straddling_the_edge_of_two_windows_is_counted_whole():
     # The first event starts a fixed window at 0; then three events at its end and two at
     # the start of the next: five within the last 60 s.
@@ -117,6 +122,14 @@ def test_memory_stays_bounded_under_a_flood_of_distinct_addresses():
     assert len(counts) == tracked
     # About 250 bytes a client (2.5 MB measured): 100,000 addresses keep the 10,000 latest.
     assert grown < 4 * 1024 * 1024, f"{grown} bytes for {tracked} clients"
+
+
+def test_a_new_client_is_counted_once_every_place_is_taken():
+    counts = thresholds.ClientCounts(SCAN, tracked_clients=100)
+    for other in range(100):
+        counts.add(f"10.0.0.{other}", 0)
+    reported = [counts.add("192.0.2.1", now) for now in range(5)]
+    assert [crossing is not None for crossing in reported] == [False] * 4 + [True]
 
 
 def test_the_most_recent_client_is_kept_when_the_oldest_are_forgotten():
