@@ -56,17 +56,17 @@ def app():
 
 
 @pytest.mark.parametrize(
-    ("status", "action", "category"),
+    ("status", "action", "category", "event_type"),
     [
-        (400, "input_validation_fail", ["web"]),
-        (401, "authn_login_fail", ["authentication"]),
-        (403, "authz_fail", ["web"]),
-        (413, "input_validation_fail", ["web"]),
-        (422, "input_validation_fail", ["web"]),
+        (400, "input_validation_fail", ["web"], ["error"]),
+        (401, "authn_login_fail", ["authentication"], ["start"]),
+        (403, "authz_fail", ["web"], ["access"]),
+        (413, "input_validation_fail", ["web"], ["error"]),
+        (422, "input_validation_fail", ["web"], ["error"]),
     ],
 )
 def test_an_answer_that_refuses_a_request_is_a_security_event(
-    client, capsys, status, action, category
+    client, capsys, status, action, category, event_type
 ):
     log_records = capture_log_records(capsys)
     response = client.get(f"/answers/{status}", headers={"X-Request-ID": "refused-1"})
@@ -75,6 +75,7 @@ def test_an_answer_that_refuses_a_request_is_a_security_event(
     assert event["event.action"] == action
     assert event["event.kind"] == "event"
     assert event["event.category"] == category
+    assert event["event.type"] == event_type
     assert event["event.outcome"] == "failure"
     assert event["event.reason"] == f"answered {status} {HTTPStatus(status).phrase}"
     assert event["client.ip"] == PEER
@@ -116,6 +117,7 @@ def test_a_path_that_scanners_probe_is_an_alert(client, capsys, path):
     assert event["event.action"] == "malicious_direct_reference"
     assert event["event.kind"] == "alert"
     assert event["event.category"] == ["intrusion_detection"]
+    assert event["event.type"] == ["denied"]
     assert event["url.path"] == path
     assert event["client.ip"] == PEER
 
