@@ -79,6 +79,9 @@ class EnvelopeServer:
     def payloads(self, item_type: str) -> list[bytes]:
         return [payload for header, payload in self.items if header.get("type") == item_type]
 
+    def events(self) -> list[dict]:
+        return [json.loads(payload) for payload in self.payloads("event")]
+
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
@@ -137,7 +140,7 @@ def test_error_lines_and_client_errors_stay_out_of_sentry(sentry_server):
     assert client.get("/api/fail").status_code == 500  # the one thing that must arrive
     sentry_sdk.flush(timeout=5)
 
-    events = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    events = sentry_server.events()
     assert [event["exception"]["values"][-1]["type"] for event in events] == ["RuntimeError"]
 
 
@@ -239,7 +242,7 @@ def test_an_event_names_the_route_and_carries_the_request(sentry_server):
     )
     assert response.status_code == 500
     sentry_sdk.flush(timeout=5)
-    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    [event] = sentry_server.events()
     assert event["transaction"] == "/orders/<int:order_id>"
     assert event["transaction_info"] == {"source": "route"}
     assert event["exception"]["values"][-1]["mechanism"] == {"type": "flask", "handled": False}
@@ -260,7 +263,7 @@ def test_an_error_before_any_route_matched_is_named_by_the_method_not_the_url(se
 
     assert app.test_client().delete("/nowhere/4711").status_code == 500
     sentry_sdk.flush(timeout=5)
-    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    [event] = sentry_server.events()
     assert event["transaction"] == "DELETE"
 
 
@@ -283,7 +286,7 @@ def test_the_log_lines_of_one_request_stay_out_of_the_next_requests_event(sentry
     assert client.get("/step/2").status_code == 500
     sentry_sdk.flush(timeout=5)
 
-    events = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    events = sentry_server.events()
     breadcrumbs = [
         [crumb["message"] for crumb in event["breadcrumbs"]["values"]] for event in events
     ]
@@ -311,43 +314,43 @@ def test_an_event_carries_the_last_lines_of_its_request_only(sentry_server):
 
     assert app.test_client().get("/chatty").status_code == 500
     sentry_sdk.flush(timeout=5)
-    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    [event] = sentry_server.events()
     messages = [crumb["message"] for crumb in event["breadcrumbs"]["values"]]
     assert messages == [f"line {number}" for number in range(50, MAX_BREADCRUMBS + 50)]
 
 
-@pytest.mark.parametrize(("size", "kept"), [(MAX_BODY_BYTES, True), (MAX_BODY_BYTES + 1, False)])
-def test_a_form_body_is_in_the_event_up_to_its_size_limit(sentry_server, size, kept):
+@pytest.fixture
+def failing_notes(sentry_server):
+    """A client of the service with a route that fails on every note posted to it."""
     app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
 
     @app.post("/notes")
     def add_note():
         raise RuntimeError("the note was not saved")
 
+    return app.test_client()
+
+
+@pytest.mark.parametrize(("size", "kept"), [(MAX_BODY_BYTES, True), (MAX_BODY_BYTES + 1, False)])
+def test_a_form_body_is_in_the_event_up_to_its_size_limit(sentry_server, failing_notes, size, kept):
     body = "note=" + "x" * (size - len("note="))
-    response = app.test_client().post(
+    response = failing_notes.post(
         "/notes", data=body, content_type="application/x-www-form-urlencoded"
     )
     assert response.status_code == 500
     sentry_sdk.flush(timeout=5)
-    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    [event] = sentry_server.events()
     if kept:  # Sentry shortens long values itself
         assert event["request"]["data"]["note"].startswith("xxxx")
     else:
         assert "data" not in event["request"]
 
 
-def test_an_error_in_a_request_with_a_malformed_json_body_is_reported(sentry_server):
-    app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
-
-    @app.post("/notes")
-    def add_note():
-        raise RuntimeError("the note was not saved")
-
-    response = app.test_client().post("/notes", data="{not json", content_type="application/json")
+def test_an_error_in_a_request_with_a_malformed_json_body_is_reported(sentry_server, failing_notes):
+    response = failing_notes.post("/notes", data="{not json", content_type="application/json")
     assert response.status_code == 500
     sentry_sdk.flush(timeout=5)
-    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    [event] = sentry_server.events()
     assert event["exception"]["values"][-1]["value"] == "the note was not saved"
 
 
@@ -363,7 +366,7 @@ def test_a_request_ended_by_the_worker_timeout_is_one_event_with_the_stuck_stack
     assert status == 500
     server.stop()  # a worker sends what it holds before it exits
 
-    events = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    events = sentry_server.events()
     assert len(events) == 1, "one event for the timeout, none for the worker's exit"
     [exception] = events[0]["exception"]["values"]
     assert exception["type"] == "RequestTimeout"
@@ -539,7 +542,7 @@ def test_an_event_is_tagged_with_the_trace_id_of_its_request(sentry_server, trac
     traceparent = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
     assert app.test_client().get("/api/fail", headers=traceparent).status_code == 500
     sentry_sdk.flush(timeout=5)
-    [event] = [json.loads(payload) for payload in sentry_server.payloads("event")]
+    [event] = sentry_server.events()
     assert event["tags"]["trace_id"] == trace_id
 
 

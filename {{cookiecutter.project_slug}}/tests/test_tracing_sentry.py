@@ -1,7 +1,5 @@
 """Tracing and Sentry: an error reported to Sentry names the trace of its request."""
 
-import json
-
 import pytest
 import sentry_sdk
 
@@ -23,7 +21,7 @@ def test_a_sentry_event_carries_the_trace_id_of_the_span(collector):
         app = traced_app(collector, sentry_dsn=sentry.dsn)
         app.test_client().get("/api/fail")
         sentry_sdk.flush(timeout=5)
-        [event] = [json.loads(payload) for payload in sentry.payloads("event")]
+        [event] = sentry.events()
     finally:
         sentry_sdk.get_client().close()
         sentry_sdk.init()
