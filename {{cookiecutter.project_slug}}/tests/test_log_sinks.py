@@ -241,3 +241,33 @@ def test_the_console_buffer_keeps_exactly_its_capacity_and_drops_beyond_it():
     console.stop()
     assert "".join(stream.written) == "first\n" + "x" * 10
     assert counted == [("console", "buffer_full", 1)]
+
+
+class SlowStream:
+    """A reader that takes each write `seconds` after it was offered: slow, never stuck."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.written = []
+        self.writing = threading.Event()
+
+    def write(self, text):
+        self.writing.set()
+        time.sleep(self.seconds)
+        self.written.append(text)
+
+    def flush(self):
+        pass
+
+
+def test_stopping_waits_for_a_console_reader_that_is_slow_but_moving(monkeypatch):
+    # Each write takes 60 % of the time stop() gives the reader to move, the two together
+    # longer than that: only a wait that starts again at each write sees both through.
+    monkeypatch.setattr(log_sinks, "STUCK_AFTER_SECONDS", 1.0)
+    stream = SlowStream(0.6)
+    console = BackgroundWriter(stream, "console")
+    console.write("first\n")
+    assert stream.writing.wait(10)  # "second" comes while "first" is written: its own batch
+    console.write("second\n")
+    console.stop()
+    assert stream.written == ["first\n", "second\n"]
