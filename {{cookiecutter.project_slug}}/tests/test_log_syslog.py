@@ -4,6 +4,7 @@ the receiver is away and counts what overflows, a receiver that stalls, resets o
 back, a stop that waits only while lines move, and bad settings refused in one line."""
 
 import fcntl
+import itertools
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ from loguru import logger
 from {{ cookiecutter.package_name }}.observability import log_syslog
 from {{ cookiecutter.package_name }}.observability.log_syslog import (
     SyslogSender,
+    retry_waits,
     syslog_frame,
     tls_context,
 )
@@ -150,9 +152,13 @@ class SyslogReceiver:
                 with self._arrived:
                     self.messages.append(frame)
                     self._arrived.notify_all()
+                self._took(frame)
         with self._arrived:
             self.closed += 1
             self._arrived.notify_all()
+
+    def _took(self, message: bytes) -> None:
+        """What the receiver does after each message: a slower one takes its time here."""
 
     @staticmethod
     def _receive(connection: socket.socket) -> bytes:
@@ -495,7 +501,55 @@ def test_stopping_gives_up_on_a_receiver_that_takes_nothing_and_counts_what_wait
     assert [parse(m)["record"]["message"] for m in receiver.messages] == [in_flight]
 
 
+class OnceRestingReceiver(SyslogReceiver):
+    """Rests `seconds` after its first message: slow to take lines, never stuck."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.resting = threading.Event()
+        self._rested = False
+
+    def _took(self, message: bytes) -> None:
+        if not self._rested:
+            self._rested = True
+            self.resting.set()
+            time.sleep(self.seconds)
+            self.resting.clear()
+
+
 # These tests take capsys: the console then writes to memory, and drops none of their lines.
+def test_stopping_waits_while_a_slow_receiver_keeps_taking_lines(monkeypatch, capsys):
+    # The receiver takes the first large line 0.6 s after the sink starts to stop, and the
+    # second one 0.6 s after that: each within the 1 s that stop() gives it to move, the two
+    # together not. Only a wait that starts again at each line sees both through.
+    monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)
+    monkeypatch.setattr(log_syslog, "STUCK_AFTER_SECONDS", 1.0)
+    receiver = OnceRestingReceiver(0.6)
+    try:
+        counted: list = []
+        settings = make_settings(
+            log_syslog_address=receiver.address, log_syslog_buffer_bytes=2 * BIG
+        )
+        configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
+        receiver.pause()
+        hold_a_large_line_in_flight(receiver)
+        logger.info("second " + "x" * BIG)  # waits in the buffer: larger than the kernel holds
+
+        def resume_a_while_later():
+            time.sleep(receiver.seconds)
+            receiver.resume()
+
+        remove_sinks(meanwhile=resume_a_while_later)
+        # The second line, larger than the socket buffers, cannot have been sent before the
+        # receiver's rest after the first one ended.
+        assert not receiver.resting.is_set(), "stop() gave up on a receiver taking lines"
+        assert receiver.wait_for(2)
+        assert counted == []
+    finally:
+        receiver.stop()
+
+
 def test_stopping_waits_while_the_receiver_takes_what_is_buffered(receiver, monkeypatch, capsys):
     # Neither bound ends this wait: only the receiver taking everything does.
     monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)
@@ -701,6 +755,11 @@ def test_a_receiver_on_the_ipv6_loopback_gets_the_lines():
 def a_record(when: datetime, level: int = 20) -> dict:
     """What syslog_frame reads of a loguru record."""
     return {"time": when, "level": SimpleNamespace(no=level)}
+
+
+def test_attempts_to_reach_the_receiver_wait_twice_as_long_each_time_up_to_5_seconds():
+    waits = list(itertools.islice(retry_waits(), 9))
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
 
 
 def test_a_frame_counts_its_octets_and_ends_with_the_line_without_its_newline():

@@ -29,6 +29,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from datetime import UTC
 from functools import partial
 from pathlib import Path
@@ -72,6 +73,14 @@ def syslog_frame(line: str, record: Record, hostname: str) -> bytes:
     )
     message = f"{header} {line.removesuffix(NEWLINE)}".encode()
     return b"%d %b" % (len(message), message)
+
+
+def retry_waits() -> Iterator[float]:
+    """The waits before each new attempt to reach the receiver: doubling, up to a cap."""
+    wait = FIRST_RETRY_SECONDS
+    while True:
+        yield wait
+        wait = min(2 * wait, LAST_RETRY_SECONDS)
 
 
 def _header_field(value: str, longest: int) -> str:
@@ -159,15 +168,15 @@ class SyslogSender:
         return self._sent != sent or not self._unsent
 
     def _send_forever(self) -> None:
-        wait = FIRST_RETRY_SECONDS
+        waits = retry_waits()
         while not self._stopping:
             connection = self._connect()
             if connection is None:
+                wait = next(waits)
                 with self._changed:
                     self._changed.wait_for(lambda: self._stopping, wait)
-                wait = min(2 * wait, LAST_RETRY_SECONDS)
                 continue
-            wait = FIRST_RETRY_SECONDS
+            waits = retry_waits()
             with connection:
                 self._send_while_connected(connection)
 
