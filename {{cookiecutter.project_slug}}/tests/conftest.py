@@ -195,10 +195,14 @@ def start_service(tmp_path):
 
 @pytest.fixture
 def gunicorn(start_service):
-    def start(workers: int = 2, app: str = "", **settings: str) -> ServiceProcess:
-        """`app` replaces the service's app, given in gunicorn's notation."""
+    def start(
+        workers: int = 2, app: str = "", first_bind: str = "", **settings: str
+    ) -> ServiceProcess:
+        """`app` replaces the service's app, given in gunicorn's notation; `first_bind` is an
+        address gunicorn binds before the one the tests reach (127.0.0.1 and a free port)."""
+        binds = [*([first_bind] if first_bind else []), "127.0.0.1:{port}"]
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                   "--bind", "127.0.0.1:{port}", *([app] if app else [])]  # fmt: skip
+                   *(f"--bind={bind}" for bind in binds), *([app] if app else [])]  # fmt: skip
         return start_service(command, WEB_CONCURRENCY=str(workers), **settings)
 
     return start

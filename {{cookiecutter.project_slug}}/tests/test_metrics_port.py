@@ -18,8 +18,14 @@ from {{ cookiecutter.package_name }}.observability.metrics_server import (
     INTERNAL_METRICS_PORT,
 )
 
-from .conftest import capture_log_records, free_port, get, gunicorn_start_refused, make_settings
-from .monitoring_stack import wait_for
+from .conftest import (
+    capture_log_records,
+    free_port,
+    get,
+    gunicorn_start_refused,
+    make_settings,
+    wait_until,
+)
 from .test_metrics import sample, worker_pids
 
 PER_WORKER = "process_worker_resident_memory_bytes"
@@ -64,7 +70,7 @@ def test_the_internal_port_serves_what_the_service_port_would(gunicorn):
     for server in (same_port, apart):
         for path in TRAFFIC * 10:
             get(f"{server.url}{path}")
-    wait_for(lambda: all_workers_report(apart, 2), "both workers in a scrape")
+    wait_until(lambda: all_workers_report(apart, 2), "both workers in a scrape", 60)
 
     on_service_port = scrape(f"{same_port.url}/metrics")
     on_internal_port = scrape(apart.metrics_url)
@@ -100,27 +106,46 @@ def test_the_internal_port_listens_on_the_services_host_only(gunicorn):
         socket.create_connection(("127.0.0.2", int(server.env["METRICS_PORT"])), timeout=10)
 
 
+def test_the_internal_port_listens_on_the_ipv6_host_the_service_is_bound_to_first(gunicorn):
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = serve_metrics_apart(gunicorn, workers=1, first_bind="[::1]:{port}")
+    assert get(f"http://[::1]:{server.env['METRICS_PORT']}/metrics")[0] == 200
+
+
+def test_the_internal_port_listens_on_every_interface_when_the_service_is_on_a_unix_socket(
+    gunicorn, tmp_path
+):
+    server = serve_metrics_apart(gunicorn, workers=1, first_bind=f"unix:{tmp_path}/service.sock")
+    for host in ("127.0.0.1", "127.0.0.2"):
+        assert get(f"http://{host}:{server.env['METRICS_PORT']}/metrics")[0] == 200
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
 def test_counts_stay_and_dead_workers_go_over_a_kill_and_a_reload(gunicorn):
     server = serve_metrics_apart(gunicorn, workers=2)
-    first = wait_for(lambda: all_workers_report(server, 2), "both workers in a scrape")
+    first = wait_until(lambda: all_workers_report(server, 2), "both workers in a scrape", 60)
     for item_id in range(40):
         assert get(f"{server.url}/api/items/{item_id}")[0] == 200
 
     killed = first.pop()
     os.kill(int(killed), signal.SIGKILL)
-    after_kill = wait_for(
+    after_kill = wait_until(
         lambda: all_workers_report(server, 2, gone=frozenset([killed])),
         "a new worker in place of the killed one",
+        60,
     )
     text = scrape(server.metrics_url)
     assert worker_series(text) == after_kill
     assert sample(text, "flask_http_request_total", status="200") == 40
 
     os.kill(server.process.pid, signal.SIGHUP)  # gunicorn.conf.py runs again in the master
-    wait_for(
+    wait_until(
         lambda: all_workers_report(server, 2, gone=frozenset(after_kill)),
         "two new workers after the reload",
+        60,
     )
     for item_id in range(10):
         assert get(f"{server.url}/api/items/{item_id}")[0] == 200
