@@ -17,6 +17,7 @@ from {{ cookiecutter.package_name }}.settings import (
     load_settings,
 )
 
+from . import impatient_tracing_app
 from .conftest import capture_log_records, get, make_settings, run_script
 from .otlp_receiver import OtlpReceiver
 
@@ -476,3 +477,17 @@ def test_under_gunicorn_every_span_is_exported_by_the_time_workers_stop(
     assert {(line["trace.id"], line["span.id"]) for line in access} == {
         (span["trace_id"], span["span_id"]) for span in spans
     }
+
+
+def test_under_gunicorn_a_stopping_worker_gives_up_on_the_batches_behind_a_stalled_one(
+    gunicorn, collector
+):
+    server = gunicorn(
+        workers=1, app=impatient_tracing_app.APP, OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint
+    )
+    collector.hold()  # answers nothing until the test ends
+    for _ in range(3):  # three batches of one span
+        assert get(f"{server.url}/api/items/1")[0] == 200
+    server.stop()
+    # Without the worker's own stop, the SDK's exit handler would try each batch in turn.
+    assert collector.export_requests == 1
