@@ -113,3 +113,23 @@ def test_a_page_holds_back_the_tickets_of_its_job(tmp_path):
         other = webhook.wait_for_alert("HighLatencyP99", job=f"{job}-other")
     assert (paged["path"], other["path"]) == ("/page", "/ticket")
     assert webhook.alerts("HighLatencyP99", job=job) == [], "the held-back ticket went out"
+
+
+def test_each_alert_of_each_job_is_a_notification_of_its_own(tmp_path):
+    """Alertmanager's grouping, which amtool cannot test. Alerts grouped together would also
+    hold back one that joins the group later, until the group's next notification."""
+    job = service_job()
+    posted = [
+        {"alertname": "HighErrorRatio", "severity": "page", "job": job},
+        {"alertname": "ErrorBudgetBurnFast", "severity": "page", "job": job},
+        {"alertname": "HighErrorRatio", "severity": "page", "job": f"{job}-other"},
+    ]
+    with ExitStack() as running:
+        webhook = Webhook().start()
+        running.callback(webhook.stop)
+        alertmanager = Alertmanager(tmp_path, webhook).start()
+        running.callback(alertmanager.stop)
+        alertmanager.post_alerts(*posted)
+        for labels in posted:
+            webhook.wait_for_alert(labels["alertname"], job=labels["job"])
+    assert [len(notification["alerts"]) for notification in webhook.received] == [1, 1, 1]
