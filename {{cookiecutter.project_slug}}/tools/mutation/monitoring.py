@@ -4,6 +4,8 @@ Finds every threshold, factor, quantile, window, duration, label matcher, aggreg
 boolean operator, comparison, job, receiver and alert name in the monitoring files by pattern
 (nothing here lists a particular value), makes one mutant per change, and runs the tests that
 read the monitoring files against each mutant: a mutant is killed when one of them fails.
+The tests that killed the latest mutants of the same file run first, and the others only if
+none of them fails.
 
 Each mutant lives in a copy of the whole project in a temporary folder, so the tests see it
 exactly as they would see the real file, and the project itself is never changed.
@@ -20,11 +22,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 # Every configuration file under monitoring/, but the unit tests of the rules (*_test.yml),
@@ -34,6 +38,7 @@ TARGETS = ["monitoring/**/*.yml", "monitoring/**/*.yaml", "monitoring/**/*.json"
 NOT_TARGETS = ["*_test.yml", "*_test.yaml", "*/provisioning/*"]
 NOT_COPIED = {".git", ".venv", "venv", "mutants", "__pycache__", ".pytest_cache", ".ruff_cache"}
 TOOLS = ["promtool", "amtool"]
+FAILURES_FILE = "mutant-tests.xml"  # pytest's report, in the mutant's copy of the project
 
 DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w|y)$")
 SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -254,7 +259,12 @@ def tests_of(path: str, excluded: list[str]) -> list[str]:
         if importing <= readers:
             break
         readers |= importing
-    modules = sorted(f"tests/{stem}.py" for stem in readers if stem.startswith("test_"))
+    # The live tests (the real servers) last: the first failure ends a mutant's run (-x),
+    # and most mutants fail a quicker test first.
+    modules = sorted(
+        (f"tests/{stem}.py" for stem in readers if stem.startswith("test_")),
+        key=lambda module: (module.endswith("_live.py"), module),
+    )
     return [m for m in modules if not any(fnmatch.fnmatch(m, pattern) for pattern in excluded)]
 
 
@@ -266,13 +276,47 @@ def copy_project(destination: Path) -> Path:
 
 def run_tests(project: Path, tests: list[str]) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(project / "src")}
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-rs", "-p", "no:cacheprovider", *tests]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-rs", "-p", "no:cacheprovider",
+               f"--junit-xml={project / FAILURES_FILE}", *tests]  # fmt: skip
     return subprocess.run(  # noqa: S603 (our own interpreter running pytest)
         command, cwd=project, env=environment, capture_output=True, text=True, timeout=600
     )
 
 
-def is_killed(mutant: Mutant, tests: list[str]) -> bool:
+def failed_tests(project: Path) -> list[str]:
+    """The ids of the tests that failed in the last run_tests (module-level tests)."""
+    report = ElementTree.parse(project / FAILURES_FILE)  # noqa: S314 (pytest's own report)
+    return [
+        f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"
+        for case in report.iter("testcase")
+        if case.find("failure") is not None or case.find("error") is not None
+    ]
+
+
+class RecentKillers:
+    """The tests that killed the latest mutants of each file. A mutant of the next lines is
+    most often killed by one of them: tried first, they spare the run of every other test."""
+
+    def __init__(self, keep: int = 3) -> None:
+        self._keep = keep
+        self._by_path: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, path: str) -> list[str]:
+        with self._lock:
+            return list(self._by_path.get(path, []))
+
+    def add(self, path: str, tests: list[str]) -> None:
+        with self._lock:
+            recent = self._by_path.setdefault(path, [])
+            for test in tests:
+                if test in recent:
+                    recent.remove(test)
+                recent.insert(0, test)
+            del recent[self._keep :]
+
+
+def is_killed(mutant: Mutant, tests: list[str], killers: RecentKillers) -> bool:
     if not tests:
         return False
     with tempfile.TemporaryDirectory(prefix="monitoring-mutant-") as folder:
@@ -283,7 +327,11 @@ def is_killed(mutant: Mutant, tests: list[str]) -> bool:
             raise RuntimeError(f"{mutant.path} changed while mutating it: {mutant.describe()}")
         lines[mutant.line - 1] = mutant.mutated
         file.write_text("".join(lines))
-        return run_tests(project, tests).returncode != 0
+        for selected in (killers.of(mutant.path), tests):
+            if selected and run_tests(project, selected).returncode != 0:
+                killers.add(mutant.path, failed_tests(project))
+                return True
+        return False
 
 
 def main() -> int:
@@ -345,7 +393,8 @@ def main() -> int:
 
     survivors = []
     with ThreadPoolExecutor(max_workers=arguments.jobs) as pool:
-        verdicts = pool.map(lambda mutant: is_killed(mutant, tests[mutant.path]), mutants)
+        killers = RecentKillers()
+        verdicts = pool.map(lambda mutant: is_killed(mutant, tests[mutant.path], killers), mutants)
         try:
             for mutant, killed in zip(mutants, verdicts, strict=True):
                 print(f"{'killed  ' if killed else 'SURVIVED'} {mutant.describe()}", flush=True)
