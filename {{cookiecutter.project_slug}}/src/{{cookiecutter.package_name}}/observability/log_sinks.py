@@ -304,7 +304,6 @@ def _resumed_record(record: Record, lost: int, reason: str) -> Record:
         # loguru's Level, not the RecordLevel of a record: it has the name a renderer reads.
         "level": logger.level("WARNING"),  # type: ignore[typeddict-item]
         "message": f"log file writable again, {lost} lines were lost ({reason})",
-        "name": __name__,
         "exception": None,
         "extra": {"request_id": "-", "trace_id": "-", "_logger": __name__, "log.lines_lost": lost},
     }
