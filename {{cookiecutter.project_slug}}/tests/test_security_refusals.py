@@ -75,3 +75,19 @@ def test_a_header_gunicorn_refuses_is_an_alert_naming_the_client(gunicorn, tmp_p
     assert event["client.ip"] == client
     assert event["event.reason"] == "refused by gunicorn: InvalidHeader"
     assert "\x1b" not in json.dumps(event, ensure_ascii=False)
+    # gunicorn's own line, which its handler writes before the event, names the peer too.
+    messages = [record["message"] for record in written_records(tmp_path / "logs" / "service.log")]
+    assert any(message.startswith("Invalid request from ip=127.0.0.1:") for message in messages)
+
+
+def test_a_request_refused_on_a_unix_socket_is_an_event_of_an_unknown_client(gunicorn, tmp_path):
+    path = tmp_path / "service.sock"
+    gunicorn(workers=1, first_bind=f"unix:{path}")
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.settimeout(10)
+        connection.connect(str(path))
+        connection.sendall(HOSTILE_REQUEST)
+        assert connection.recv(1024).startswith(b"HTTP/1.1 400 ")
+
+    event = wait_for_refusal_event(tmp_path / "logs" / "service.log")
+    assert (event["event.action"], event["client.ip"]) == ("malicious_extraneous", "unknown")
