@@ -1,6 +1,7 @@
 """METRICS_PORT: the gunicorn master serves /metrics on a port of its own, the service's
 port answers /metrics with 404 and /readyz with its status alone."""
 
+import gzip
 import json
 import os
 import re
@@ -29,6 +30,11 @@ from .conftest import (
 from .test_metrics import sample, worker_pids
 
 PER_WORKER = "process_worker_resident_memory_bytes"
+# What Prometheus sends when it scrapes (its default scrape_protocols).
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 # Every kind of series: counters, histograms, gauges of each mode, the master's own.
 TRAFFIC = ["/api/items/1", "/api/items/2", "/api/fail", "/no-such-page", "/"]
 
@@ -95,6 +101,19 @@ def test_the_internal_port_serves_metrics_only_and_honours_the_names_asked_for(g
     families = re.findall(r"^# TYPE (\S+)", asked, re.MULTILINE)
     assert families == ["flask_http_request_total"]
     assert get(server.metrics_url.removesuffix("/metrics") + "/readyz")[0] == 404
+
+
+def test_the_internal_port_answers_prometheus_in_openmetrics_gzipped_as_it_asks(gunicorn):
+    server = serve_metrics_apart(gunicorn, workers=1)
+    assert get(f"{server.url}/api/items/1")[0] == 200
+    asked = {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
+    status, headers, body = get(server.metrics_url, asked)
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert headers["Content-Encoding"] == "gzip"
+    text = gzip.decompress(body).decode()
+    assert text.endswith("# EOF\n")
+    assert 'flask_http_request_total{method="GET",status="200"} 1.0\n' in text
 
 
 def test_the_internal_port_listens_on_the_services_host_only(gunicorn):

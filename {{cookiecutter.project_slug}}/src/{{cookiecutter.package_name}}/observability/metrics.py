@@ -36,7 +36,6 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import (
@@ -46,6 +45,7 @@ from prometheus_flask_exporter.multiprocess import (
 
 from . import metrics_store
 from .health import HEALTH_PATHS, hide_readiness_details, register_polled_path
+from .metrics_exposition import encoder_for
 from .metrics_server import INTERNAL_METRICS_PORT
 from .metrics_settings import METRICS_PATH
 from .timeouts import request_timed_out
@@ -90,7 +90,8 @@ def running_multiprocess() -> bool:
 
 # prometheus_flask_exporter has no types: its classes are Any to mypy, a base it cannot check.
 class ArchiveSafeGunicornMetrics(GunicornInternalPrometheusMetrics):  # type: ignore[misc]
-    """Scrapes through metrics_store's collector, which never sees a fold half done.
+    """Scrapes through metrics_store's collector, which never sees a fold half done, and
+    writes them with metrics_exposition's cached formats.
 
     The exporter's own generate_metrics reads the files with a plain MultiProcessCollector,
     made afresh for each scrape whatever registry it was given.
@@ -104,7 +105,7 @@ class ArchiveSafeGunicornMetrics(GunicornInternalPrometheusMetrics):  # type: ig
         registry = CollectorRegistry(support_collectors_without_names=True)
         metrics_store.LockedMultiProcessCollector(registry)
         scraped: Collector = registry.restricted_registry(names) if names else registry
-        encode, content_type = choose_encoder(accept_header or "")
+        encode, content_type = encoder_for(accept_header)
         return encode(scraped).decode("utf-8"), content_type
 
 

@@ -14,12 +14,14 @@ gunicorn.conf.py imports this module before PROMETHEUS_MULTIPROC_DIR is set
 (see metrics_directory.py).
 """
 
+import gzip
 import os
 import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from gunicorn.util import parse_address
@@ -89,20 +91,30 @@ class _MetricsServer(ThreadingMixIn, WSGIServer):
 
 
 def _metrics_only() -> WsgiApp:
-    from prometheus_client import CollectorRegistry, make_wsgi_app
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import gzip_accepted
 
+    from .metrics_exposition import encoder_for
     from .metrics_store import LockedMultiProcessCollector
 
     # As in metrics.ArchiveSafeGunicornMetrics: the collector has no describe(), and a
     # restricted scrape (`name[]`) would otherwise find nothing.
     registry = CollectorRegistry(support_collectors_without_names=True)
     LockedMultiProcessCollector(registry)
-    metrics = make_wsgi_app(registry)
 
     def serve(environ: dict[str, Any], start_response: Callable[..., object]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == METRICS_PATH:
-            return metrics(environ, start_response)  # type: ignore[no-any-return]
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [f"Not found: the metrics are at {METRICS_PATH}\n".encode()]
+        if environ.get("PATH_INFO") != METRICS_PATH:
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"Not found: the metrics are at {METRICS_PATH}\n".encode()]
+        # What prometheus_client's WSGI app does, with the cached formats.
+        names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
+        encode, content_type = encoder_for(environ.get("HTTP_ACCEPT"))
+        body = encode(registry.restricted_registry(names) if names else registry)
+        headers = [("Content-Type", content_type)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            body = gzip.compress(body)
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [body]
 
     return serve

@@ -1,0 +1,128 @@
+"""The text of a scrape, byte for byte as prometheus_client writes it, in a fraction of the time.
+
+prometheus_client escapes and formats the name and labels of every series at every scrape:
+with 8 workers and 100 routes, most of a scrape's time (OpenMetrics, which Prometheus asks
+for, takes twice as long as the plain text format). The series hardly change from one scrape
+to the next, so each format here keeps what the library wrote for each metric's header and
+for each series before its value, and a scrape only formats the values. What it keeps is
+what the last scrape saw: a series gone (a dead worker's) is forgotten at the next scrape.
+
+A metric whose samples carry what this does not write (timestamps, exemplars, native
+histograms, the samples the plain text format moves to the end) is left to the library.
+"""
+
+import copy
+from collections.abc import Callable, Iterable
+from functools import partial
+from threading import Lock
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+Encode = Callable[[Collector], bytes]
+Family = tuple[str, str, str, str]  # name, type, help, unit
+Series = tuple[str, str, tuple[tuple[str, str], ...]]  # metric, sample name, labels
+# The samples the plain text format moves after the others, as gauges of their own.
+MOVED_SUFFIXES = ("_created", "_gsum", "_gcount")
+# Formats kept at once: the Accept header chooses the version and escaping, so a client
+# could otherwise make the service keep one more format per request.
+MAX_FORMATS = 8
+# How the library writes a value (as Go does); typed here, where the library's is not.
+written_value: Callable[[float], str] = floatToGoString
+VALUE_WRITTEN = written_value(0.0)
+
+_formats: dict[object, "CachedFormat"] = {}
+_formats_lock = Lock()
+
+
+def encoder_for(accept_header: str | None) -> tuple[Encode, str]:
+    """prometheus_client's choice of format for this Accept header, and its content type,
+    with the format's writer replaced by a CachedFormat of it."""
+    encode, content_type = choose_encoder(accept_header or "")
+    key = _format_key(encode)
+    with _formats_lock:
+        cached = _formats.get(key)
+        if cached is None and len(_formats) < MAX_FORMATS:
+            cached = _formats[key] = CachedFormat(encode)
+    return (cached or encode), content_type
+
+
+def _format_key(encode: Encode) -> object:
+    if isinstance(encode, partial):
+        return encode.func, encode.args, tuple(sorted(encode.keywords.items()))
+    return encode
+
+
+class _Metrics:
+    """A collector of the metrics given."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics
+
+
+class CachedFormat:
+    """One of prometheus_client's writers, keeping its headers and series prefixes."""
+
+    def __init__(self, encode: Encode) -> None:
+        self._encode = encode
+        # What follows the last metric ("# EOF" in OpenMetrics, nothing in plain text).
+        self._end = encode(_Metrics([])).decode("utf-8")
+        self._headers: dict[Family, str] = {}
+        self._prefixes: dict[Series, str] = {}
+
+    def __call__(self, registry: Collector) -> bytes:
+        headers: dict[Family, str] = {}
+        prefixes: dict[Series, str] = {}
+        output = []
+        for metric in registry.collect():
+            if not _only_plain_samples(metric):
+                output.append(self._written(metric))
+                continue
+            family = (metric.name, metric.type, metric.documentation, metric.unit)
+            header = headers.get(family) or self._headers.get(family) or self._header(metric)
+            headers[family] = header
+            output.append(header)
+            for sample in metric.samples:
+                series = (metric.name, sample.name, tuple(sample.labels.items()))
+                prefix = prefixes.get(series) or self._prefixes.get(series)
+                if prefix is None:
+                    prefix = self._prefix(metric, header, sample)
+                prefixes[series] = prefix
+                output.append(f"{prefix}{written_value(sample.value)}\n")
+        output.append(self._end)
+        # Concurrent scrapes each keep what they saw; the last one to end wins.
+        self._headers, self._prefixes = headers, prefixes
+        return "".join(output).encode("utf-8")
+
+    def _written(self, metric: Metric, samples: list[Sample] | None = None) -> str:
+        """The library's text for the metric (with these samples instead of its own)."""
+        if samples is not None:
+            metric = copy.copy(metric)
+            metric.samples = samples
+        return self._encode(_Metrics([metric])).decode("utf-8").removesuffix(self._end)
+
+    def _header(self, metric: Metric) -> str:
+        return self._written(metric, samples=[])
+
+    def _prefix(self, metric: Metric, header: str, sample: Sample) -> str:
+        """The series' line up to its value: the library's line for a value whose text is
+        known, that text taken off."""
+        line = self._written(metric, samples=[sample._replace(value=0.0)])
+        return line.removeprefix(header).removesuffix(f"{VALUE_WRITTEN}\n")
+
+
+def _only_plain_samples(metric: Metric) -> bool:
+    moved = {metric.name + suffix for suffix in MOVED_SUFFIXES}
+    return all(
+        sample.timestamp is None
+        and sample.exemplar is None
+        and sample.native_histogram is None
+        and sample.name not in moved
+        for sample in metric.samples
+    )
