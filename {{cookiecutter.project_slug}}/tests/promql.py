@@ -112,12 +112,19 @@ def rules(path: Path = ALERTS) -> list[dict]:
 
 
 def recorded_labels(path: Path = ALERTS) -> dict[str, set[str]]:
-    """The series the recording rules make, each with the labels its aggregation keeps."""
-    return {
-        rule["record"]: {label for labels, _ in grouping_labels(rule["expr"]) for label in labels}
-        for rule in rules(path)
-        if "record" in rule
-    }
+    """The series the recording rules make, each with the labels its aggregation keeps, or
+    without one, those of the recorded series it reads (a rule reads the ones before it)."""
+    recorded: dict[str, set[str]] = {}
+    for rule in rules(path):
+        if "record" in rule:
+            groupings = grouping_labels(rule["expr"])
+            read = metric_names(rule["expr"])
+            recorded[rule["record"]] = (
+                {label for labels, _ in groupings for label in labels}
+                if groupings
+                else {label for name in read for label in recorded.get(name, set())}
+            )
+    return recorded
 
 
 def known_series(client) -> dict[str, set[str]]:

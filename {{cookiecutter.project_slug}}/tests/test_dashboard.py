@@ -11,11 +11,26 @@ from pathlib import Path
 import pytest
 
 from .conftest import PROJECT_DIR
-from .promql import known_series, metric_names, rules, service_job, unknown_labels
+from .promql import (
+    TARGET_LABELS,
+    grouping_labels,
+    known_series,
+    metric_names,
+    rules,
+    service_job,
+    unknown_labels,
+)
 
 DASHBOARDS = sorted((PROJECT_DIR / "monitoring" / "grafana" / "dashboards").glob("*.json"))
 # Variables Grafana defines itself.
 BUILT_IN_VARIABLES = {"__interval", "__interval_ms", "__rate_interval", "__range", "__range_s"}
+QUANTILE = re.compile(r"histogram_quantile\(\s*([\d.]+)")
+PERCENTILE = re.compile(r"\bp(\d{2})\b")  # p50, p95, p99
+LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+AGGREGATION = re.compile(r"\s*(sum|count|avg|min|max|group|stddev|stdvar|topk|bottomk)\b")
+# What prometheus_client adds to a per-worker gauge under gunicorn, not in the test client.
+PER_WORKER_LABELS = {"pid"}
+TARGET_MATCHER = re.compile(r'\b(job|instance)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 
 
 def load(path: Path) -> dict:
@@ -116,6 +131,61 @@ def test_jobs_named_are_the_one_prometheus_scrapes(dashboard):
     queries += [variable["query"] for variable in dashboard["templating"]["list"]]
     named = set(re.findall(r'\bjob\s*=~?\s*"([^"$]+)"', " ".join(map(str, queries))))
     assert named <= {service_job()}
+
+
+def test_each_quantile_is_the_one_its_legend_or_title_names(dashboard):
+    checked = 0
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            for quantile in QUANTILE.findall(target["expr"]):
+                named = PERCENTILE.findall(target["legendFormat"]) or PERCENTILE.findall(
+                    panel["title"]
+                )
+                percentiles = [pytest.approx(int(percentile)) for percentile in named]
+                assert [float(quantile) * 100] == percentiles, panel["title"]
+                checked += 1
+    assert checked, "no histogram_quantile found: is QUANTILE broken?"
+
+
+def test_each_quantile_keeps_the_bucket_boundaries(dashboard):
+    """histogram_quantile reads the `le` label of the buckets: summed away, the panel is empty."""
+    for target in targets(dashboard):
+        for argument in re.findall(r"histogram_quantile\(\s*[\d.]+\s*,(.*)", target["expr"]):
+            groupings = grouping_labels(argument)
+            assert groupings and "le" in groupings[0][0], target["expr"]
+
+
+def test_legend_labels_are_labels_the_query_keeps(dashboard, client):
+    """A legend naming a label that the query sums away, or a misspelt one, shows each line
+    with a blank where the label would be: the lines cannot be told apart."""
+    known = known_series(client)
+    problems = {
+        target["legendFormat"]: target["expr"]
+        for target in targets(dashboard)
+        if (legend := set(LEGEND_LABEL.findall(target["legendFormat"])))
+        and not legend <= kept_labels(target["expr"], known)
+    }
+    assert problems == {}
+
+
+def kept_labels(expression: str, known: dict[str, set[str]]) -> set[str]:
+    """The labels of the series an expression gives: those its outermost aggregation keeps,
+    or else those of the one series it reads."""
+    if match := re.match(r"\s*histogram_quantile\(\s*[\d.]+\s*,(.*)", expression):
+        groupings = grouping_labels(match[1])
+        return groupings[0][0] - {"le"} if groupings else set()
+    if AGGREGATION.match(expression):
+        groupings = grouping_labels(expression)
+        return groupings[0][0] if groupings else set()
+    [name] = metric_names(expression)
+    return known[name] | TARGET_LABELS | PER_WORKER_LABELS
+
+
+def test_every_query_keeps_to_the_job_and_instance_chosen(dashboard):
+    """The dashboard's variables choose the job and the instances each panel shows."""
+    for target in targets(dashboard):
+        for label, operator, value in TARGET_MATCHER.findall(target["expr"]):
+            assert (operator, value) == ("=~", f"${label}"), target["expr"]
 
 
 def alert_thresholds() -> dict[str, float]:
