@@ -88,12 +88,18 @@ class CachedFormat:
             header = headers.get(family) or self._headers.get(family) or self._header(metric)
             headers[family] = header
             output.append(header)
-            for sample in metric.samples:
-                series = (metric.name, sample.name, tuple(sample.labels.items()))
-                prefix = prefixes.get(series) or self._prefixes.get(series)
-                if prefix is None:
-                    prefix = self._prefix(metric, header, sample)
-                prefixes[series] = prefix
+            series = [(metric.name, one.name, tuple(one.labels.items())) for one in metric.samples]
+            new = {
+                key: sample
+                for key, sample in zip(series, metric.samples, strict=True)
+                if key not in prefixes and key not in self._prefixes
+            }
+            if new:
+                written = self._prefixes_of(metric, header, [*new.values()])
+                prefixes.update(zip(new, written, strict=True))
+            for key, sample in zip(series, metric.samples, strict=True):
+                prefix = prefixes[key] if key in prefixes else self._prefixes[key]
+                prefixes[key] = prefix
                 output.append(f"{prefix}{written_value(sample.value)}\n")
         output.append(self._end)
         # Concurrent scrapes each keep what they saw; the last one to end wins.
@@ -110,11 +116,12 @@ class CachedFormat:
     def _header(self, metric: Metric) -> str:
         return self._written(metric, samples=[])
 
-    def _prefix(self, metric: Metric, header: str, sample: Sample) -> str:
-        """The series' line up to its value: the library's line for a value whose text is
-        known, that text taken off."""
-        line = self._written(metric, samples=[sample._replace(value=0.0)])
-        return line.removeprefix(header).removesuffix(f"{VALUE_WRITTEN}\n")
+    def _prefixes_of(self, metric: Metric, header: str, samples: list[Sample]) -> list[str]:
+        """Each series' line up to its value: the library's lines for values whose text is
+        known, in one call, that text taken off each."""
+        known_values = [sample._replace(value=0.0) for sample in samples]
+        lines = self._written(metric, known_values).removeprefix(header).splitlines()
+        return [line.removesuffix(VALUE_WRITTEN) for line in lines]
 
 
 def _only_plain_samples(metric: Metric) -> bool:
