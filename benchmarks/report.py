@@ -92,15 +92,19 @@ def scrape_report(rows: list[dict]) -> str:
         "bytes",
         "median ms",
         "max ms",
+        "OpenMetrics median ms",
     ]
-    keys = ["workers", "routes", "workers_with_samples", "series", "bytes", "median_ms", "max_ms"]
+    keys = ["workers", "routes", "workers_with_samples", "series", "bytes", "median_ms", "max_ms",
+            "openmetrics_median_ms"]  # fmt: skip
     busiest = max(rows, key=lambda row: (row["workers"], row["routes"]))
-    verdict = "met" if busiest["median_ms"] < SCRAPE_TARGET_MS else "MISSED"
+    # Both formats: Prometheus asks for OpenMetrics, people and older tools for plain text.
+    slower = max(busiest["median_ms"], busiest["openmetrics_median_ms"])
+    verdict = "met" if slower < SCRAPE_TARGET_MS else "MISSED"
     return (
         "/metrics scrapes (full service):\n"
         + table(headers, [[row[key] for key in keys] for row in rows])
         + f"\nTarget: median under {SCRAPE_TARGET_MS} ms with {busiest['workers']} workers and "
-        f"{busiest['routes']} routes: {busiest['median_ms']} ms, {verdict}"
+        f"{busiest['routes']} routes, in either format: {slower} ms, {verdict}"
     )
 
 
