@@ -77,6 +77,8 @@ class CachedFormat:
         self._prefixes: dict[Series, str] = {}
 
     def __call__(self, registry: Collector) -> bytes:
+        # What the last scrape kept, read once: a concurrent scrape may replace it meanwhile.
+        kept_headers, kept_prefixes = self._headers, self._prefixes
         headers: dict[Family, str] = {}
         prefixes: dict[Series, str] = {}
         output = []
@@ -85,20 +87,20 @@ class CachedFormat:
                 output.append(self._written(metric))
                 continue
             family = (metric.name, metric.type, metric.documentation, metric.unit)
-            header = headers.get(family) or self._headers.get(family) or self._header(metric)
+            header = headers.get(family) or kept_headers.get(family) or self._header(metric)
             headers[family] = header
             output.append(header)
             series = [(metric.name, one.name, tuple(one.labels.items())) for one in metric.samples]
             new = {
                 key: sample
                 for key, sample in zip(series, metric.samples, strict=True)
-                if key not in prefixes and key not in self._prefixes
+                if key not in prefixes and key not in kept_prefixes
             }
             if new:
                 written = self._prefixes_of(metric, header, [*new.values()])
                 prefixes.update(zip(new, written, strict=True))
             for key, sample in zip(series, metric.samples, strict=True):
-                prefix = prefixes[key] if key in prefixes else self._prefixes[key]
+                prefix = prefixes[key] if key in prefixes else kept_prefixes[key]
                 prefixes[key] = prefix
                 output.append(f"{prefix}{written_value(sample.value)}\n")
         output.append(self._end)
