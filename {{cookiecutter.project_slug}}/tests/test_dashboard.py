@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import PROJECT_DIR
 from .promql import (
@@ -20,6 +21,7 @@ from .promql import (
     service_job,
     unknown_labels,
 )
+from .test_alerts import run
 
 DASHBOARDS = sorted((PROJECT_DIR / "monitoring" / "grafana" / "dashboards").glob("*.json"))
 # Variables Grafana defines itself.
@@ -28,6 +30,13 @@ QUANTILE = re.compile(r"histogram_quantile\(\s*([\d.]+)")
 PERCENTILE = re.compile(r"\bp(\d{2})\b")  # p50, p95, p99
 LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 AGGREGATION = re.compile(r"\s*(sum|count|avg|min|max|group|stddev|stdvar|topk|bottomk)\b")
+# 40 days of traffic, hour by hour: 6,000 requests an hour that succeed, and 5xx answers at
+# 120 an hour, then 60 an hour over the last 30 days (the SLO's window).
+TRAFFIC_HOURS = 40 * 24
+SLO_HOURS = 30 * 24
+OK_PER_HOUR = 6000
+ERRORS_PER_HOUR_BEFORE = 120
+ERRORS_PER_HOUR = 60
 # What prometheus_client adds to a per-worker gauge under gunicorn, not in the test client.
 PER_WORKER_LABELS = {"pid"}
 TARGET_MATCHER = re.compile(r'\b(job|instance)\s*(=~|!~|!=|=)\s*"([^"]*)"')
@@ -186,6 +195,75 @@ def test_every_query_keeps_to_the_job_and_instance_chosen(dashboard):
     for target in targets(dashboard):
         for label, operator, value in TARGET_MATCHER.findall(target["expr"]):
             assert (operator, value) == ("=~", f"${label}"), target["expr"]
+
+
+def traffic_series(with_errors: bool) -> list[dict]:
+    """promtool's input: the service's request counters over the hours of TRAFFIC_HOURS."""
+    target = f'job="{service_job()}", instance="10.0.0.1:8000", method="GET"'
+    ok = f"0+{OK_PER_HOUR}x{TRAFFIC_HOURS}"
+    series = {
+        f'flask_http_request_total{{{target}, status="200"}}': ok,
+        f'flask_http_request_duration_seconds_count{{{target}, status="200", url_rule="/ok"}}': ok,
+    }
+    if with_errors:
+        # The rate changes at the start of the last 30 days: the series' values there are
+        # those of a steady rate, and so is what Prometheus makes of them.
+        changed_at = TRAFFIC_HOURS - SLO_HOURS
+        errors = (
+            f"0+{ERRORS_PER_HOUR_BEFORE}x{changed_at - 1} "
+            f"{ERRORS_PER_HOUR_BEFORE * changed_at}+{ERRORS_PER_HOUR}x{SLO_HOURS}"
+        )
+        series[f'flask_http_request_total{{{target}, status="500"}}'] = errors
+        failing = f'{target}, status="500", url_rule="/fail"'
+        series[f"flask_http_request_duration_seconds_count{{{failing}}}"] = errors
+    return [{"series": name, "values": values} for name, values in series.items()]
+
+
+def expected_values(with_errors: bool) -> dict[str, list[dict]]:
+    """By panel title, what each query of the panel must give at the end of the traffic."""
+    errors_per_hour = ERRORS_PER_HOUR if with_errors else 0
+    ratio = errors_per_hour / (OK_PER_HOUR + errors_per_hour)  # both steady over 30 days
+    one = lambda value: [{"labels": "{}", "value": value}]  # noqa: E731
+    per_route = {"labels": '{url_rule="/fail"}', "value": errors_per_hour / 3600}
+    return {
+        "5xx error ratio": one(ratio),
+        "Availability, 30 days": one(1 - ratio),
+        "Error budget left, 30 days": one(1 - ratio / alert_thresholds()["budget"]),
+        "5xx by endpoint": [per_route] if with_errors else [],
+    }
+
+
+def as_grafana_fills(expression: str) -> str:
+    """The query with the variables set to every job and instance, on hourly samples."""
+    variables = {"job": service_job(), "instance": ".*", "__rate_interval": "4h"}
+    return re.sub(r"\$(\w+)", lambda match: variables[match[1]], expression)
+
+
+@pytest.mark.parametrize("with_errors", [True, False], ids=["with 5xx", "without any 5xx"])
+def test_error_and_budget_panels_show_what_their_titles_say(dashboard, tmp_path, with_errors):
+    """promtool evaluates the queries on 40 days of known traffic: the errors and the budget
+    are counted over the right window, from the right statuses, and no error at all is a
+    ratio of 0 (and a full budget), not an empty panel."""
+    expected = expected_values(with_errors)
+    checks = [
+        {"expr": as_grafana_fills(target["expr"]), "eval_time": f"{TRAFFIC_HOURS}h",
+         "exp_samples": expected[panel["title"]]}
+        for panel in panels(dashboard)
+        if panel["title"] in expected
+        for target in panel["targets"]
+    ]  # fmt: skip
+    assert {panel["title"] for panel in panels(dashboard)} >= expected.keys()
+    unit_test = {
+        "rule_files": [],
+        "tests": [
+            {"interval": "1h", "input_series": traffic_series(with_errors),
+             "promql_expr_test": checks}
+        ],
+    }  # fmt: skip
+    path = tmp_path / "panels_test.yml"
+    path.write_text(yaml.safe_dump(unit_test, sort_keys=False))
+    result = run("promtool", "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def alert_thresholds() -> dict[str, float]:
