@@ -159,6 +159,18 @@ def test_every_label_a_rule_matches_or_groups_by_is_exported(client):
     assert problems == {}
 
 
+def test_each_record_reads_the_window_its_name_gives():
+    """A record named ..._rate5m (or mean1d, stddev1d) reads [5m] in every term: the `0 *`
+    term that keeps a 0 where there was no error, over another window, would give a ratio
+    of 0 to a job whose requests its own window no longer holds."""
+    checked = 0
+    for rule in rules():
+        if window := re.search(r"(?:rate|mean|stddev)(\d+[smhd])$", rule.get("record", "")):
+            assert set(re.findall(r"\[(\w+)\]", rule["expr"])) == {window[1]}, rule["record"]
+            checked += 1
+    assert checked, "no record named after its window: has the naming changed?"
+
+
 def route(*labels: str) -> str:
     """The receiver Alertmanager's routing tree picks for an alert with these labels."""
     result = run("amtool", "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",

@@ -200,10 +200,11 @@ def test_every_query_keeps_to_the_job_and_instance_chosen(dashboard):
 def traffic_series(with_errors: bool) -> list[dict]:
     """promtool's input: the service's request counters over the hours of TRAFFIC_HOURS."""
     target = f'job="{service_job()}", instance="10.0.0.1:8000", method="GET"'
+    requests, by_route = "flask_http_request_total", "flask_http_request_duration_seconds_count"
     ok = f"0+{OK_PER_HOUR}x{TRAFFIC_HOURS}"
     series = {
-        f'flask_http_request_total{{{target}, status="200"}}': ok,
-        f'flask_http_request_duration_seconds_count{{{target}, status="200", url_rule="/ok"}}': ok,
+        selector(requests, f'{target}, status="200"'): ok,
+        selector(by_route, f'{target}, status="200", url_rule="/ok"'): ok,
     }
     if with_errors:
         # The rate changes at the start of the last 30 days: the series' values there are
@@ -213,10 +214,13 @@ def traffic_series(with_errors: bool) -> list[dict]:
             f"0+{ERRORS_PER_HOUR_BEFORE}x{changed_at - 1} "
             f"{ERRORS_PER_HOUR_BEFORE * changed_at}+{ERRORS_PER_HOUR}x{SLO_HOURS}"
         )
-        series[f'flask_http_request_total{{{target}, status="500"}}'] = errors
-        failing = f'{target}, status="500", url_rule="/fail"'
-        series[f"flask_http_request_duration_seconds_count{{{failing}}}"] = errors
+        series[selector(requests, f'{target}, status="500"')] = errors
+        series[selector(by_route, f'{target}, status="500", url_rule="/fail"')] = errors
     return [{"series": name, "values": values} for name, values in series.items()]
+
+
+def selector(name: str, labels: str) -> str:
+    return name + "{" + labels + "}"
 
 
 def expected_values(with_errors: bool) -> dict[str, list[dict]]:
