@@ -263,8 +263,8 @@ class SlowStream:
 def test_stopping_waits_for_a_console_reader_that_is_slow_but_moving(monkeypatch):
     # Each write takes 60 % of the time stop() gives the reader to move, the two together
     # longer than that: only a wait that starts again at each write sees both through.
-    monkeypatch.setattr(log_sinks, "STUCK_AFTER_SECONDS", 1.0)
-    stream = SlowStream(0.6)
+    monkeypatch.setattr(log_sinks, "STUCK_AFTER_SECONDS", 1.5)
+    stream = SlowStream(0.9)
     console = BackgroundWriter(stream, "console")
     console.write("first\n")
     assert stream.writing.wait(10)  # "second" comes while "first" is written: its own batch

@@ -520,12 +520,12 @@ class OnceRestingReceiver(SyslogReceiver):
 
 # These tests take capsys: the console then writes to memory, and drops none of their lines.
 def test_stopping_waits_while_a_slow_receiver_keeps_taking_lines(monkeypatch, capsys):
-    # The receiver takes the first large line 0.6 s after the sink starts to stop, and the
-    # second one 0.6 s after that: each within the 1 s that stop() gives it to move, the two
+    # The receiver takes the first large line 0.9 s after the sink starts to stop, and the
+    # second one 0.9 s after that: each within the 1.5 s that stop() gives it to move, the two
     # together not. Only a wait that starts again at each line sees both through.
     monkeypatch.setattr(log_syslog, "STOP_WAIT_SECONDS", 3600)
-    monkeypatch.setattr(log_syslog, "STUCK_AFTER_SECONDS", 1.0)
-    receiver = OnceRestingReceiver(0.6)
+    monkeypatch.setattr(log_syslog, "STUCK_AFTER_SECONDS", 1.5)
+    receiver = OnceRestingReceiver(0.9)
     try:
         counted: list = []
         settings = make_settings(
