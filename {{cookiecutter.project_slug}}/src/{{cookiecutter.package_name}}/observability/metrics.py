@@ -36,7 +36,6 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.registry import Collector
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import (
     GunicornInternalPrometheusMetrics,
@@ -45,7 +44,7 @@ from prometheus_flask_exporter.multiprocess import (
 
 from . import metrics_store
 from .health import HEALTH_PATHS, hide_readiness_details, register_polled_path
-from .metrics_exposition import encoder_for
+from .metrics_exposition import scrape
 from .metrics_server import INTERNAL_METRICS_PORT
 from .metrics_settings import METRICS_PATH
 from .timeouts import request_timed_out
@@ -104,9 +103,8 @@ class ArchiveSafeGunicornMetrics(GunicornInternalPrometheusMetrics):  # type: ig
         # would find no collector for any name, and answer with nothing.
         registry = CollectorRegistry(support_collectors_without_names=True)
         metrics_store.LockedMultiProcessCollector(registry)
-        scraped: Collector = registry.restricted_registry(names) if names else registry
-        encode, content_type = encoder_for(accept_header)
-        return encode(scraped).decode("utf-8"), content_type
+        text, content_type = scrape(registry, accept_header, names)
+        return text.decode("utf-8"), content_type
 
 
 def _single_process_registry() -> CollectorRegistry:

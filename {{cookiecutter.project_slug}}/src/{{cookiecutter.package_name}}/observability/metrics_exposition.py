@@ -18,7 +18,7 @@ from threading import Lock
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
@@ -48,6 +48,15 @@ def encoder_for(accept_header: str | None) -> tuple[Encode, str]:
         if cached is None and len(_formats) < MAX_FORMATS:
             cached = _formats[key] = CachedFormat(encode)
     return (cached or encode), content_type
+
+
+def scrape(
+    registry: CollectorRegistry, accept_header: str | None, names: list[str] | None
+) -> tuple[bytes, str]:
+    """The text of a scrape of `registry` (only the `names` asked for, if any), in the format
+    the Accept header asks for, and its content type."""
+    encode, content_type = encoder_for(accept_header)
+    return encode(registry.restricted_registry(names) if names else registry), content_type
 
 
 def _format_key(encode: Encode) -> object:

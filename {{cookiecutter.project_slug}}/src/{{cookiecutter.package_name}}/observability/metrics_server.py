@@ -94,7 +94,7 @@ def _metrics_only() -> WsgiApp:
     from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import gzip_accepted
 
-    from .metrics_exposition import encoder_for
+    from .metrics_exposition import scrape
     from .metrics_store import LockedMultiProcessCollector
 
     # As in metrics.ArchiveSafeGunicornMetrics: the collector has no describe(), and a
@@ -108,8 +108,7 @@ def _metrics_only() -> WsgiApp:
             return [f"Not found: the metrics are at {METRICS_PATH}\n".encode()]
         # What prometheus_client's WSGI app does, with the cached formats.
         names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
-        encode, content_type = encoder_for(environ.get("HTTP_ACCEPT"))
-        body = encode(registry.restricted_registry(names) if names else registry)
+        body, content_type = scrape(registry, environ.get("HTTP_ACCEPT"), names)
         headers = [("Content-Type", content_type)]
         if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
             body = gzip.compress(body)
