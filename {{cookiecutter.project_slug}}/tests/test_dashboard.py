@@ -27,6 +27,7 @@ DASHBOARDS = sorted((PROJECT_DIR / "monitoring" / "grafana" / "dashboards").glob
 # Variables Grafana defines itself.
 BUILT_IN_VARIABLES = {"__interval", "__interval_ms", "__rate_interval", "__range", "__range_s"}
 QUANTILE = re.compile(r"histogram_quantile\(\s*([\d.]+)")
+QUANTILE_ARGUMENT = re.compile(r"histogram_quantile\(\s*[\d.]+\s*,(.*)")
 PERCENTILE = re.compile(r"\bp(\d{2})\b")  # p50, p95, p99
 LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 AGGREGATION = re.compile(r"\s*(sum|count|avg|min|max|group|stddev|stdvar|topk|bottomk)\b")
@@ -159,7 +160,7 @@ def test_each_quantile_is_the_one_its_legend_or_title_names(dashboard):
 def test_each_quantile_keeps_the_bucket_boundaries(dashboard):
     """histogram_quantile reads the `le` label of the buckets: summed away, the panel is empty."""
     for target in targets(dashboard):
-        for argument in re.findall(r"histogram_quantile\(\s*[\d.]+\s*,(.*)", target["expr"]):
+        for argument in QUANTILE_ARGUMENT.findall(target["expr"]):
             groupings = grouping_labels(argument)
             assert groupings and "le" in groupings[0][0], target["expr"]
 
@@ -180,7 +181,7 @@ def test_legend_labels_are_labels_the_query_keeps(dashboard, client):
 def kept_labels(expression: str, known: dict[str, set[str]]) -> set[str]:
     """The labels of the series an expression gives: those its outermost aggregation keeps,
     or else those of the one series it reads."""
-    if match := re.match(r"\s*histogram_quantile\(\s*[\d.]+\s*,(.*)", expression):
+    if match := QUANTILE_ARGUMENT.match(expression.lstrip()):
         groupings = grouping_labels(match[1])
         return groupings[0][0] - {"le"} if groupings else set()
     if AGGREGATION.match(expression):

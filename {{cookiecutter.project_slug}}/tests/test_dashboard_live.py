@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .monitoring_stack import WAIT_SECONDS, Prometheus, Traffic, wait_for
 from .promql import ALERTS, series_of_the_job
-from .test_dashboard import DASHBOARDS, panels
+from .test_dashboard import DASHBOARDS, LEGEND_LABEL, panels
 
 # What Grafana puts in place of its own variables for a 1 s scrape interval and 1 s steps:
 # $__rate_interval is at least four scrapes.
@@ -114,7 +114,7 @@ def test_every_dashboard_query_finds_data(gunicorn, tmp_path):
             legends_without_labels = {
                 name: label
                 for name, (target, series) in drawn.items()
-                for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", ""))
+                for label in LEGEND_LABEL.findall(target.get("legendFormat", ""))
                 if not any(label in one["metric"] for one in series)
             }
             assert legends_without_labels == {}, path.name

@@ -14,11 +14,14 @@ from prometheus_client.samples import Exemplar, NativeHistogram, Sample
 
 from {{ cookiecutter.package_name }}.observability import metrics_exposition
 
+# What Prometheus sends when it scrapes (its default scrape_protocols): OpenMetrics first.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 ACCEPT_HEADERS = [
     None,  # curl or a browser: the plain text format
-    # Prometheus's own: OpenMetrics first.
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    PROMETHEUS_ACCEPT,
     "application/openmetrics-text; version=1.0.0; escaping=allow-utf-8",
     "text/plain; version=1.0.0; escaping=values",
     "application/openmetrics-text; version=2.0.0",  # native histograms

@@ -28,13 +28,9 @@ from .conftest import (
     wait_until,
 )
 from .test_metrics import sample, worker_pids
+from .test_metrics_exposition import PROMETHEUS_ACCEPT
 
 PER_WORKER = "process_worker_resident_memory_bytes"
-# What Prometheus sends when it scrapes (its default scrape_protocols).
-PROMETHEUS_ACCEPT = (
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
 # Every kind of series: counters, histograms, gauges of each mode, the master's own.
 TRAFFIC = ["/api/items/1", "/api/items/2", "/api/fail", "/no-such-page", "/"]
 

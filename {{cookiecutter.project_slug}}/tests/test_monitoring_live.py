@@ -27,13 +27,21 @@ SECONDS_TO_NOTIFY = 30
 
 
 @contextmanager
-def alerting(gunicorn, tmp_path, *alertnames: str):
-    """The service, Prometheus evaluating the quick alerts, Alertmanager and the webhook."""
+def alertmanager_and_webhook(tmp_path):
+    """A real Alertmanager with the project's configuration, and the webhook it sends to."""
     with ExitStack() as running:
         webhook = Webhook().start()
         running.callback(webhook.stop)
         alertmanager = Alertmanager(tmp_path, webhook).start()
         running.callback(alertmanager.stop)
+        yield alertmanager, webhook
+
+
+@contextmanager
+def alerting(gunicorn, tmp_path, *alertnames: str):
+    """The service, Prometheus evaluating the quick alerts, Alertmanager and the webhook."""
+    with ExitStack() as running:
+        alertmanager, webhook = running.enter_context(alertmanager_and_webhook(tmp_path))
         service = gunicorn(workers=3)
         rules = quick_rules(tmp_path / "alerts.yml", *alertnames)
         target, manager = f"127.0.0.1:{service.port}", f"127.0.0.1:{alertmanager.port}"
@@ -93,11 +101,7 @@ def test_a_page_holds_back_the_tickets_of_its_job(tmp_path):
     page = {"alertname": "HighErrorRatio", "severity": "page", "job": job}
     ticket = {"alertname": "HighLatencyP99", "severity": "ticket", "job": job}
     other_ticket = {**ticket, "job": f"{job}-other"}
-    with ExitStack() as running:
-        webhook = Webhook().start()
-        running.callback(webhook.stop)
-        alertmanager = Alertmanager(tmp_path, webhook).start()
-        running.callback(alertmanager.stop)
+    with alertmanager_and_webhook(tmp_path) as (alertmanager, webhook):
         alertmanager.post_alerts(page, ticket, other_ticket)
 
         def states() -> dict | None:
@@ -124,11 +128,7 @@ def test_each_alert_of_each_job_is_a_notification_of_its_own(tmp_path):
         {"alertname": "ErrorBudgetBurnFast", "severity": "page", "job": job},
         {"alertname": "HighErrorRatio", "severity": "page", "job": f"{job}-other"},
     ]
-    with ExitStack() as running:
-        webhook = Webhook().start()
-        running.callback(webhook.stop)
-        alertmanager = Alertmanager(tmp_path, webhook).start()
-        running.callback(alertmanager.stop)
+    with alertmanager_and_webhook(tmp_path) as (alertmanager, webhook):
         alertmanager.post_alerts(*posted)
         for labels in posted:
             webhook.wait_for_alert(labels["alertname"], job=labels["job"])
