@@ -20,7 +20,7 @@ from {{ cookiecutter.package_name }}.observability.metrics import (
     METRICS_PATH,
 )
 
-from .conftest import PROJECT_DIR, free_port, get, stop_process_group
+from .conftest import PROJECT_DIR, get, stop_process_group
 from .promql import (
     grouping_labels,
     known_series,
@@ -235,17 +235,20 @@ def post_json(url: str, body: bytes) -> int:
 
 def test_the_alert_printer_prints_a_line_per_alert_and_refuses_what_is_not_json(tmp_path):
     """The receiver that the local stack's Alertmanager posts to."""
-    port, output = free_port(), tmp_path / "printer.out"
+    output = tmp_path / "printer.out"
     with output.open("wb") as out:
+        # Port 0: a port picked here could be taken by another test before the printer binds it.
         printer = subprocess.Popen(
-            [sys.executable, str(ALERT_PRINTER), str(port)], stdout=out,
+            [sys.executable, str(ALERT_PRINTER), "0"], stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 20
-        while "printing the alerts" not in output.read_text():
+        while not (first_line := re.match(r"printing the alerts posted to port (\d+)\n",
+                                          output.read_text())):  # fmt: skip
             assert printer.poll() is None and time.monotonic() < deadline, output.read_text()
             time.sleep(0.05)
+        port = int(first_line[1])
         firing = {"labels": {"alertname": "HighErrorRatio", "severity": "page", "job": "svc"},
                   "annotations": {"summary": "5xx above 5 %"}}  # fmt: skip
         alerts = [{**firing, "status": status} for status in ("firing", "resolved")]

@@ -2,7 +2,8 @@
 
 It stands in for your paging and ticketing webhooks until their URLs are in alertmanager.yml,
 so that a new stack shows its alerts in this process's output. Standard library only: it runs
-in a plain Python image. Usage: python alert_printer.py [port], 5001 by default.
+in a plain Python image. Usage: python alert_printer.py [port], 5001 by default; port 0 takes
+a free one, and the first line names it.
 """
 
 import json
@@ -45,7 +46,7 @@ class AlertHandler(BaseHTTPRequestHandler):
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_PORT
     server = ThreadingHTTPServer(("0.0.0.0", port), AlertHandler)  # in its container
-    print(f"printing the alerts posted to port {port}", flush=True)
+    print(f"printing the alerts posted to port {server.server_address[1]}", flush=True)
     server.serve_forever()
 
 
