@@ -38,6 +38,16 @@ SLO_HOURS = 30 * 24
 OK_PER_HOUR = 6000
 ERRORS_PER_HOUR_BEFORE = 120
 ERRORS_PER_HOUR = 60
+# The latency of those requests, as (hours, requests an hour, of them slower than 0.1 s)
+# segments: all slow until the last 30 days; no request in their first hour (so that their
+# window's first sample is the same whether Prometheus counts the sample at its edge, as 2.x
+# does, or not, as 3.x does); 4 % slow for the next 359 hours; none in the last 15 days.
+LATENCY_SEGMENTS = [
+    (TRAFFIC_HOURS - SLO_HOURS, OK_PER_HOUR, OK_PER_HOUR),
+    (1, 0, 0),
+    (SLO_HOURS - 361, OK_PER_HOUR, OK_PER_HOUR // 25),
+    (360, OK_PER_HOUR, 0),
+]
 # What prometheus_client adds to a per-worker gauge under gunicorn, not in the test client.
 PER_WORKER_LABELS = {"pid"}
 TARGET_MATCHER = re.compile(r'\b(job|instance)\s*(=~|!~|!=|=)\s*"([^"]*)"')
@@ -207,6 +217,7 @@ def traffic_series(with_errors: bool) -> list[dict]:
         selector(requests, f'{target}, status="200"'): ok,
         selector(by_route, f'{target}, status="200", url_rule="/ok"'): ok,
     }
+    series.update(latency_buckets(target))
     if with_errors:
         # The rate changes at the start of the last 30 days: the series' values there are
         # those of a steady rate, and so is what Prometheus makes of them.
@@ -220,21 +231,69 @@ def traffic_series(with_errors: bool) -> list[dict]:
     return [{"series": name, "values": values} for name, values in series.items()]
 
 
+def latency_buckets(target: str) -> dict[str, str]:
+    """The request duration histogram of LATENCY_SEGMENTS: fast requests under 0.1 s, slow
+    ones between 0.1 and 0.5 s."""
+    name = "flask_http_request_duration_seconds_bucket"
+    labels = f'{target}, status="200", url_rule="/ok"'
+    fast = counter([(requests - slow, hours) for hours, requests, slow in LATENCY_SEGMENTS])
+    every = counter([(requests, hours) for hours, requests, _ in LATENCY_SEGMENTS])
+    return {
+        selector(name, f'{labels}, le="0.1"'): fast,
+        selector(name, f'{labels}, le="0.5"'): every,
+        selector(name, f'{labels}, le="+Inf"'): every,
+    }
+
+
+def counter(segments: list[tuple[int, int]]) -> str:
+    """promtool's notation of a counter from (increase an hour, hours) segments."""
+    values, total = ["0"], 0
+    for per_hour, hours in segments:
+        values.append(f"{total + per_hour}+{per_hour}x{hours - 1}")
+        total += per_hour * hours
+    return " ".join(values)
+
+
+def p99_of_the_last(hours: int) -> float:
+    """The 99th percentile of the requests of the last `hours`, as histogram_quantile
+    interpolates it in the bucket from 0.1 to 0.5 s."""
+    hourly = [
+        (requests, slow) for length, requests, slow in LATENCY_SEGMENTS for _ in range(length)
+    ]
+    last = hourly[-hours:]
+    total, slow = sum(requests for requests, _ in last), sum(slow for _, slow in last)
+    return 0.1 + 0.4 * (0.99 * total - (total - slow)) / slow
+
+
 def selector(name: str, labels: str) -> str:
     return name + "{" + labels + "}"
 
 
-def expected_values(with_errors: bool) -> dict[str, list[dict]]:
-    """By panel title, what each query of the panel must give at the end of the traffic."""
+def expected_values(with_errors: bool) -> dict[str, tuple[str, float] | None]:
+    """By panel title, the labels and value of the one series each query of the panel must
+    give at the end of the traffic, or None for no series."""
     errors_per_hour = ERRORS_PER_HOUR if with_errors else 0
     ratio = errors_per_hour / (OK_PER_HOUR + errors_per_hour)  # both steady over 30 days
-    one = lambda value: [{"labels": "{}", "value": value}]  # noqa: E731
-    per_route = {"labels": '{url_rule="/fail"}', "value": errors_per_hour / 3600}
     return {
-        "5xx error ratio": one(ratio),
-        "Availability, 30 days": one(1 - ratio),
-        "Error budget left, 30 days": one(1 - ratio / alert_thresholds()["budget"]),
-        "5xx by endpoint": [per_route] if with_errors else [],
+        "5xx error ratio": ("{}", ratio),
+        "Availability, 30 days": ("{}", 1 - ratio),
+        "Error budget left, 30 days": ("{}", 1 - ratio / alert_thresholds()["budget"]),
+        "5xx by endpoint": ('{url_rule="/fail"}', errors_per_hour / 3600) if with_errors else None,
+        "Latency p99, 30 days": ("{}", p99_of_the_last(SLO_HOURS)),
+    }
+
+
+def gives(expression: str, expected: tuple[str, float] | None) -> dict:
+    """promtool's check that the query gives the expected series, its value to within 1e-12:
+    promtool 2.x compares values exactly, and Prometheus's arithmetic is not Python's."""
+    at_the_end = {"eval_time": f"{TRAFFIC_HOURS}h"}
+    if expected is None:
+        return {"expr": expression, **at_the_end, "exp_samples": []}
+    labels, value = expected
+    return {
+        "expr": f"abs(({expression}) - {value}) < bool 1e-12",
+        **at_the_end,
+        "exp_samples": [{"labels": labels, "value": 1}],
     }
 
 
@@ -246,17 +305,16 @@ def as_grafana_fills(expression: str) -> str:
 
 @pytest.mark.parametrize("with_errors", [True, False], ids=["with 5xx", "without any 5xx"])
 def test_error_and_budget_panels_show_what_their_titles_say(dashboard, tmp_path, with_errors):
-    """promtool evaluates the queries on 40 days of known traffic: the errors and the budget
-    are counted over the right window, from the right statuses, and no error at all is a
-    ratio of 0 (and a full budget), not an empty panel."""
+    """promtool evaluates the queries on 40 days of known traffic: the errors, the budget and
+    the 30 days' p99 are counted over the right window, the errors from the right statuses,
+    and no error at all is a ratio of 0 (and a full budget), not an empty panel."""
     expected = expected_values(with_errors)
     checks = [
-        {"expr": as_grafana_fills(target["expr"]), "eval_time": f"{TRAFFIC_HOURS}h",
-         "exp_samples": expected[panel["title"]]}
+        gives(as_grafana_fills(target["expr"]), expected[panel["title"]])
         for panel in panels(dashboard)
         if panel["title"] in expected
         for target in panel["targets"]
-    ]  # fmt: skip
+    ]
     assert {panel["title"] for panel in panels(dashboard)} >= expected.keys()
     unit_test = {
         "rule_files": [],

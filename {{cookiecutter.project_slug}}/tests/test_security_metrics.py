@@ -1,18 +1,32 @@
 """security_events_total: counted by action alone, in the workers and in the gunicorn master."""
 
 import random
+import re
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability.security import (
     VOCABULARY,
     security_event,
+    thresholds,
 )
 
 from .conftest import get, make_settings
+from .promql import rules
 from .test_metrics import sample, scrape, scrape_server
 from .test_security_thresholds import wait_until
 
 EVENTS = "security_events_total"
+ACTION_PATTERN = re.compile(r'\baction=~"([^"]*)"')
+
+
+def threshold_alerts() -> set[str]:
+    """The events logged and counted when a client crosses one of the thresholds."""
+    return {threshold.alert for threshold in thresholds(make_settings()).values()}
+
+
+def actions_matched(expression: str) -> set[str]:
+    [pattern] = ACTION_PATTERN.findall(expression)
+    return set(pattern.split("|"))
 
 
 def event_series(metrics_text: str) -> list[str]:
@@ -68,3 +82,9 @@ def test_the_masters_alerts_are_counted_with_the_workers_events(gunicorn):
 
     assert wait_until(excess_404_alerts, "malicious_excess_404 in /metrics") == 1
     assert sample(scrape_server(server), EVENTS, action="malicious_direct_reference") == 1
+
+
+def test_the_threshold_alert_reads_the_event_of_every_threshold_and_of_no_other():
+    """A threshold added to the service alerts only once the rule reads its event."""
+    [alert] = [rule for rule in rules() if rule.get("alert") == "SecurityThresholdCrossed"]
+    assert actions_matched(alert["expr"]) == threshold_alerts()

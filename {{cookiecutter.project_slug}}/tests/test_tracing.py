@@ -18,7 +18,7 @@ from {{ cookiecutter.package_name }}.settings import (
 )
 
 from . import impatient_tracing_app
-from .conftest import capture_log_records, get, make_settings, run_script
+from .conftest import capture_log_records, get, make_settings, run_script, wait_until
 from .otlp_receiver import OtlpReceiver
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -466,9 +466,9 @@ def test_under_gunicorn_every_span_is_exported_by_the_time_workers_stop(
     server.stop()  # SIGTERM: each worker exports what it holds before it exits
 
     spans = collector.server_spans()
-    assert sorted(span["attributes"]["http.target"] for span in spans) == sorted(
-        f"/api/items/{item_id}" for item_id in range(30)
-    )
+    targets = sorted(span["attributes"]["http.target"] for span in spans)
+    expected = sorted(f"/api/items/{item_id}" for item_id in range(30))
+    assert targets == expected, server.output.read_text()[-3000:]  # what the workers said
     log_lines = (tmp_path / "logs" / "service.log").read_text().splitlines()
     access = [
         line for line in map(json.loads, log_lines)
@@ -488,6 +488,8 @@ def test_under_gunicorn_a_stopping_worker_gives_up_on_the_batches_behind_a_stall
     collector.hold()  # answers nothing until the test ends
     for _ in range(3):  # three batches of one span
         assert get(f"{server.url}/api/items/1")[0] == 200
+    # The first batch stalled, the two others waiting behind it: the worker is stopped then.
+    wait_until(lambda: collector.export_requests, "the first export")
     server.stop()
     # Without the worker's own stop, the SDK's exit handler would try each batch in turn.
     assert collector.export_requests == 1

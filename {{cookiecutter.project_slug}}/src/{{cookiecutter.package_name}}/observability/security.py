@@ -156,7 +156,9 @@ def _address(text: str) -> str:
         return UNKNOWN_CLIENT
 
 
-def _thresholds(settings: Settings) -> dict[str, Threshold]:
+def thresholds(settings: Settings) -> dict[str, Threshold]:
+    """The per-client thresholds, by what they count. The alerts and panels on crossed
+    thresholds name the events these log: a threshold added here needs its event there too."""
     return {
         NOT_FOUND: Threshold(
             "malicious_excess_404",
@@ -248,7 +250,7 @@ def _observations(app: Flask, settings: Settings) -> Observations:
         _log_crossing(crossing)
         security_event_recorded.send(app, action=crossing.threshold.alert)
 
-    return ThresholdDetector(_thresholds(settings), settings.security_tracked_clients, alert)
+    return ThresholdDetector(thresholds(settings), settings.security_tracked_clients, alert)
 
 
 class SecurityThresholds(ServerHooks):
@@ -261,7 +263,7 @@ class SecurityThresholds(ServerHooks):
     def on_starting(self, server: "Arbiter") -> None:
         settings = current_settings()
         detector = ThresholdDetector(
-            _thresholds(settings), settings.security_tracked_clients, self._alert
+            thresholds(settings), settings.security_tracked_clients, self._alert
         )
         OBSERVATIONS_ADDRESS.address = ObservationListener(detector).address
 
