@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from cookiecutter.main import cookiecutter
 
 from .conftest import COMPONENTS, SUPPORTED, TEMPLATE_DIR, bake, unrendered_jinja
@@ -27,6 +28,16 @@ RULE_FILES = ["monitoring/prometheus/alerts.yml", "monitoring/prometheus/alerts_
 SAME_SERVICE_AS_ALL_DEFAULTS = {"no-github-actions", "no-kubernetes"}
 # What may differ in those: documents and tooling that no test reads.
 NOT_READ_BY_THE_SERVICE = {".cookiecutter.json", ".dockerignore", "Makefile", "README.md"}
+# What every test of a project runs and reads: its code, the tests' helpers and what they read,
+# its dependencies and settings. In a combination where all of that is all-defaults', a test
+# module that is all-defaults' too, and reads the same files, would repeat all-defaults' run:
+# it is left out of the combination's suite.
+SHARED_INPUTS = ["src", "gunicorn.conf.py", "pyproject.toml", ".env.example"]
+READ_PATH = re.compile(r'PROJECT_DIR((?:\s*/\s*"[^"]+")+)')
+TEST_MODULE_IMPORT = re.compile(r"^from \.(test_\w+) import", re.MULTILINE)
+DOCUMENTED_VARIABLE = re.compile(r"^(?:# )?([A-Z][A-Z0-9_]*)=", re.MULTILINE)  # as conftest reads
+# Variables of .env.example that only compose.yaml reads (the local stack's Grafana login).
+FOR_THE_LOCAL_STACK = {"GRAFANA_ADMIN_USER", "GRAFANA_ADMIN_PASSWORD"}
 
 
 @pytest.mark.parametrize("name", COMBINATIONS)
@@ -125,6 +136,8 @@ def test_installs_and_its_own_test_suite_passes(baked, name):
     install = project.install()
     assert install.returncode == 0, install.stderr
     skipped = [] if name in LIVE_MONITORING_COMBINATIONS else LIVE_MONITORING_TESTS
+    if name != "all-defaults":
+        skipped += repeated_test_modules(project, baked("all-defaults"))
     repeated = name != "all-defaults" and same_rules(project, baked("all-defaults"))
     deselected = [RULE_UNIT_TEST] if repeated else []
     # Without PYTHONPATH, the tests import the installed distribution. Two processes: most of
@@ -137,6 +150,92 @@ def test_installs_and_its_own_test_suite_passes(baked, name):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert re.search(r"\d+ passed", result.stdout)
+
+
+def repeated_test_modules(project, reference) -> list[str]:
+    """The test modules of `project` whose run would be `reference`'s run again (SHARED_INPUTS)."""
+    tests = project.path / "tests"
+    helpers = [path for path in tests.glob("*.py") if not path.name.startswith("test_")]
+    shared = [*SHARED_INPUTS, *(str(path.relative_to(project.path)) for path in helpers)]
+    shared += [read for helper in helpers for read in files_read(helper)]
+    if any(differs(project, reference, path, as_read=True) for path in expanded(project, shared)):
+        return []
+    return [
+        str(module.relative_to(project.path))
+        for module in sorted(tests.glob("test_*.py"))
+        if not any(
+            differs(project, reference, path, as_read=False)
+            for path in expanded(project, module_inputs(module))
+        )
+    ]
+
+
+def test_a_combination_leaves_out_only_the_tests_that_would_repeat_all_defaults(baked):
+    defaults = baked("all-defaults")
+    # text-logs changes a default of settings.py, which every test runs.
+    assert repeated_test_modules(baked("text-logs"), defaults) == []
+    # no-dashboard changes only documents and configurations; the runbook and .env.example are
+    # read by test_alerts and test_settings.
+    left_out = repeated_test_modules(baked("no-dashboard"), defaults)
+    assert "tests/test_metrics.py" in left_out
+    assert "tests/test_monitoring_live.py" in left_out
+    assert {"tests/test_alerts.py", "tests/test_settings.py"}.isdisjoint(left_out)
+
+
+def module_inputs(module: Path) -> set[str]:
+    """The test module, the test modules it imports, and the files they read, relative to
+    the project."""
+    inputs, pending = set(), [module]
+    while pending:
+        current = pending.pop()
+        relative = f"tests/{current.name}"
+        if relative in inputs:
+            continue
+        inputs |= {relative, *files_read(current)}
+        text = current.read_text()
+        pending += [module.parent / f"{name}.py" for name in TEST_MODULE_IMPORT.findall(text)]
+    return inputs
+
+
+def files_read(module: Path) -> set[str]:
+    """The paths a test file names from the project's folder: PROJECT_DIR / "a" / "b"."""
+    return {
+        "/".join(re.findall(r'"([^"]+)"', chain)) for chain in READ_PATH.findall(module.read_text())
+    }
+
+
+def expanded(project, paths: list[str] | set[str]) -> set[str]:
+    """Every file of the paths, a folder's files included; a path the project lacks stays."""
+    files = set()
+    for path in paths:
+        folder = project.path / path
+        found = [item for item in folder.rglob("*") if item.is_file()] if folder.is_dir() else []
+        files |= {str(item.relative_to(project.path)) for item in found} or {path}
+    return {path for path in files if "__pycache__" not in path}
+
+
+def differs(project, reference, relative: str, as_read: bool) -> bool:
+    """Whether a file of `project` differs from `reference`'s, byte for byte, or (as_read) as
+    the tests' helpers and the service read it: YAML parsed, pyproject.toml's settings, and
+    .env.example's variables (conftest clears them from the tests' environment)."""
+    mine, theirs = project.path / relative, reference.path / relative
+    if not (mine.is_file() and theirs.is_file()):
+        return mine.is_file() != theirs.is_file()
+    if mine.read_bytes() == theirs.read_bytes():
+        return False
+    if not as_read:
+        return True
+    if relative.endswith((".yml", ".yaml")):
+        return yaml.safe_load(mine.read_text()) != yaml.safe_load(theirs.read_text())
+    if relative == "pyproject.toml":
+        return settings(mine, project.path) != settings(theirs, project.path)
+    if relative == ".env.example":
+        return service_variables(mine) != service_variables(theirs)
+    return True
+
+
+def service_variables(env_example: Path) -> set[str]:
+    return set(DOCUMENTED_VARIABLE.findall(env_example.read_text())) - FOR_THE_LOCAL_STACK
 
 
 def same_rules(project, reference) -> bool:
