@@ -239,10 +239,13 @@ def service_variables(env_example: Path) -> set[str]:
 
 
 def same_rules(project, reference) -> bool:
-    """Whether `project` has `reference`'s alert rules and their unit tests, byte for byte."""
+    """Whether `project` has `reference`'s alert rules and their unit tests, byte for byte
+    once its job name is `reference`'s: to promtool a job name is an opaque label value."""
+    job, reference_job = project.answers["project_slug"], reference.answers["project_slug"]
     return all(
         (project.path / path).is_file()
-        and (project.path / path).read_bytes() == (reference.path / path).read_bytes()
+        and (project.path / path).read_text().replace(job, reference_job)
+        == (reference.path / path).read_text()
         for path in RULE_FILES
     )
 
