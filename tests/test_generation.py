@@ -140,11 +140,9 @@ def test_installs_and_its_own_test_suite_passes(baked, name):
         skipped += repeated_test_modules(project, baked("all-defaults"))
     repeated = name != "all-defaults" and same_rules(project, baked("all-defaults"))
     deselected = [RULE_UNIT_TEST] if repeated else []
-    # Without PYTHONPATH, the tests import the installed distribution. Two processes: most of
-    # the tests wait on gunicorn and Prometheus, so two suites at a time (pytest -n 2) and two
-    # processes each keep both cores busy.
+    # Without PYTHONPATH, the tests import the installed distribution.
     result = project.run(
-        str(project.python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+        str(project.python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
         *(f"--ignore={path}" for path in skipped),
         *(f"--deselect={test}" for test in deselected), timeout=1800, PYTHONPATH="",
     )  # fmt: skip

@@ -100,9 +100,8 @@ def test_locked_install_and_own_tests_under_each_python(cookies, with_uv, versio
         return
     # The monitoring tests run in test_generation; they do not depend on the version.
     ignored = " ".join(f"--ignore={path}" for path in LIVE_MONITORING_TESTS)
-    # Two processes, as many as the template's own run gives each generated suite.
     tests = run(
-        project, "make", "test", "WORKERS=2", timeout=1800,
+        project, "make", "test", timeout=1800,
         PYTEST_ADDOPTS=f"-q -p no:cacheprovider {ignored} --deselect={RULE_UNIT_TEST}",
     )  # fmt: skip
     assert tests.returncode == 0, tests.stdout[-4000:] + tests.stderr[-2000:]
