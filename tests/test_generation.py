@@ -35,9 +35,12 @@ NOT_READ_BY_THE_SERVICE = {".cookiecutter.json", ".dockerignore", "Makefile", "R
 SHARED_INPUTS = ["src", "gunicorn.conf.py", "pyproject.toml", ".env.example"]
 READ_PATH = re.compile(r'PROJECT_DIR((?:\s*/\s*"[^"]+")+)')
 TEST_MODULE_IMPORT = re.compile(r"^from \.(test_\w+) import", re.MULTILINE)
+TEST_MODULE = re.compile(r"tests/test_\w+\.py")
 DOCUMENTED_VARIABLE = re.compile(r"^(?:# )?([A-Z][A-Z0-9_]*)=", re.MULTILINE)  # as conftest reads
 # Variables of .env.example that only compose.yaml reads (the local stack's Grafana login).
 FOR_THE_LOCAL_STACK = {"GRAFANA_ADMIN_USER", "GRAFANA_ADMIN_PASSWORD"}
+# What installing and running a project adds to its folder, made from what is compared.
+BUILD_ARTIFACT = re.compile(r"(^|/)(__pycache__|build|[^/]+\.egg-info)/")
 
 
 @pytest.mark.parametrize("name", COMBINATIONS)
@@ -152,18 +155,25 @@ def test_installs_and_its_own_test_suite_passes(baked, name):
 
 def repeated_test_modules(project, reference) -> list[str]:
     """The test modules of `project` whose run would be `reference`'s run again (SHARED_INPUTS)."""
-    tests = project.path / "tests"
-    helpers = [path for path in tests.glob("*.py") if not path.name.startswith("test_")]
-    shared = [*SHARED_INPUTS, *(str(path.relative_to(project.path)) for path in helpers)]
-    shared += [read for helper in helpers for read in files_read(helper)]
-    if any(differs(project, reference, path, as_read=True) for path in expanded(project, shared)):
+    in_tests = expanded(project, reference, ["tests"])
+    test_modules = {path for path in in_tests if TEST_MODULE.fullmatch(path)}
+    helpers = in_tests - test_modules
+    read = {
+        found
+        for helper in helpers
+        if helper.endswith(".py") and (project.path / helper).is_file()
+        for found in files_read(project.path / helper)
+    }
+    # The test modules are compared one by one, below.
+    shared = expanded(project, reference, [*SHARED_INPUTS, *helpers, *read]) - test_modules
+    if any(differs(project, reference, path, as_read=True) for path in shared):
         return []
     return [
         str(module.relative_to(project.path))
-        for module in sorted(tests.glob("test_*.py"))
+        for module in sorted((project.path / "tests").glob("test_*.py"))
         if not any(
             differs(project, reference, path, as_read=False)
-            for path in expanded(project, module_inputs(module))
+            for path in expanded(project, reference, module_inputs(module))
         )
     ]
 
@@ -202,14 +212,20 @@ def files_read(module: Path) -> set[str]:
     }
 
 
-def expanded(project, paths: list[str] | set[str]) -> set[str]:
-    """Every file of the paths, a folder's files included; a path the project lacks stays."""
+def expanded(project, reference, paths: list[str] | set[str]) -> set[str]:
+    """Every file of the paths in either project, a folder's files included (not what an
+    install or a run adds); a path that neither has stays, to be found missing."""
     files = set()
     for path in paths:
-        folder = project.path / path
-        found = [item for item in folder.rglob("*") if item.is_file()] if folder.is_dir() else []
-        files |= {str(item.relative_to(project.path)) for item in found} or {path}
-    return {path for path in files if "__pycache__" not in path}
+        found = {
+            str(item.relative_to(root))
+            for root in (project.path, reference.path)
+            if (root / path).is_dir()
+            for item in (root / path).rglob("*")
+            if item.is_file()
+        }
+        files |= found or {path}
+    return {path for path in files if not BUILD_ARTIFACT.search(path)}
 
 
 def differs(project, reference, relative: str, as_read: bool) -> bool:
