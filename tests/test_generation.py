@@ -244,11 +244,11 @@ def differs(project, reference, relative: str, as_read: bool) -> bool:
     if relative == "pyproject.toml":
         return settings(mine, project.path) != settings(theirs, project.path)
     if relative == ".env.example":
-        return service_variables(mine) != service_variables(theirs)
+        return variables_the_tests_clear(mine) != variables_the_tests_clear(theirs)
     return True
 
 
-def service_variables(env_example: Path) -> set[str]:
+def variables_the_tests_clear(env_example: Path) -> set[str]:
     return set(DOCUMENTED_VARIABLE.findall(env_example.read_text())) - FOR_THE_LOCAL_STACK
 
 

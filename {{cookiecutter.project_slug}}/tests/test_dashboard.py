@@ -212,7 +212,7 @@ def traffic_series(with_errors: bool) -> list[dict]:
     """promtool's input: the service's request counters over the hours of TRAFFIC_HOURS."""
     target = f'job="{service_job()}", instance="10.0.0.1:8000", method="GET"'
     requests, by_route = "flask_http_request_total", "flask_http_request_duration_seconds_count"
-    ok = f"0+{OK_PER_HOUR}x{TRAFFIC_HOURS}"
+    ok = counter([(OK_PER_HOUR, TRAFFIC_HOURS)])
     series = {
         selector(requests, f'{target}, status="200"'): ok,
         selector(by_route, f'{target}, status="200", url_rule="/ok"'): ok,
@@ -221,10 +221,8 @@ def traffic_series(with_errors: bool) -> list[dict]:
     if with_errors:
         # The rate changes at the start of the last 30 days: the series' values there are
         # those of a steady rate, and so is what Prometheus makes of them.
-        changed_at = TRAFFIC_HOURS - SLO_HOURS
-        errors = (
-            f"0+{ERRORS_PER_HOUR_BEFORE}x{changed_at - 1} "
-            f"{ERRORS_PER_HOUR_BEFORE * changed_at}+{ERRORS_PER_HOUR}x{SLO_HOURS}"
+        errors = counter(
+            [(ERRORS_PER_HOUR_BEFORE, TRAFFIC_HOURS - SLO_HOURS), (ERRORS_PER_HOUR, SLO_HOURS)]
         )
         series[selector(requests, f'{target}, status="500"')] = errors
         series[selector(by_route, f'{target}, status="500", url_rule="/fail"')] = errors
