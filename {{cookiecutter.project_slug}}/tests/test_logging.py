@@ -160,8 +160,10 @@ def test_retention_keeps_only_the_newest_files(tmp_path):
 def test_an_unusable_log_file_is_a_settings_error(tmp_path):
     not_a_folder = tmp_path / "plain-file"
     not_a_folder.write_text("")
-    with pytest.raises(SettingsError, match="LOG_FILE"):
-        configure_logging(make_settings(log_file=not_a_folder / "service.log"))
+    log_file = not_a_folder / "service.log"
+    with pytest.raises(SettingsError) as refused:
+        configure_logging(make_settings(log_file=log_file))
+    assert f"invalid setting LOG_FILE='{log_file}'" in str(refused.value)
 
 
 def test_logging_set_up_by_the_gunicorn_master_is_not_redone_by_the_app(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from {{ cookiecutter.package_name }}.observability.security import (
 from .conftest import get, make_settings
 from .promql import rules
 from .test_metrics import sample, scrape, scrape_server
+from .test_security_refusals import HOSTILE_REQUEST, send_raw
 from .test_security_thresholds import wait_until
 
 EVENTS = "security_events_total"
@@ -82,6 +83,16 @@ def test_the_masters_alerts_are_counted_with_the_workers_events(gunicorn):
 
     assert wait_until(excess_404_alerts, "malicious_excess_404 in /metrics") == 1
     assert sample(scrape_server(server), EVENTS, action="malicious_direct_reference") == 1
+
+
+def test_a_request_gunicorn_refuses_is_counted_as_its_event(gunicorn):
+    server = gunicorn(workers=2)
+    assert send_raw(server.url, HOSTILE_REQUEST).startswith(b"HTTP/1.1 400 ")
+
+    def refusals() -> float:
+        return sample(scrape_server(server), EVENTS, action="malicious_extraneous")
+
+    assert wait_until(refusals, "the refused request in /metrics") == 1
 
 
 def test_the_threshold_alert_reads_the_event_of_every_threshold_and_of_no_other():

@@ -6,6 +6,8 @@ import time
 import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability import shutdown
 
@@ -30,9 +32,10 @@ def status_while_accepting(url: str) -> int | None:
         raise
 
 
-def test_readiness_fails_once_shutdown_has_begun_and_liveness_does_not(monkeypatch):
+@pytest.mark.parametrize("drain_seconds", [0.5, 5])  # a drain under a second is one too
+def test_readiness_fails_once_shutdown_has_begun_and_liveness_does_not(monkeypatch, drain_seconds):
     monkeypatch.setattr(shutdown, "SHUTTING_DOWN", shutdown.ShutdownFlag())
-    client = create_app(make_settings(shutdown_drain_seconds=5)).test_client()
+    client = create_app(make_settings(shutdown_drain_seconds=drain_seconds)).test_client()
     assert client.get("/readyz").status_code == 200
 
     shutdown.SHUTTING_DOWN.set()

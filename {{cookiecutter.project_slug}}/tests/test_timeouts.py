@@ -82,6 +82,9 @@ def test_a_request_past_the_worker_timeout_leaves_one_line_and_a_new_worker(guni
     assert (access_line["url.path"], access_line["http.response.status_code"]) == ("/stuck", 500)
     timeout_line = next(record for record in stuck if "timed out" in record["message"])
     assert timeout_line["http.route"] == "/stuck"
+    # gunicorn writes the access line from an environ of its own: no trace ids, or the request's.
+    for field in ("trace.id", "span.id"):
+        assert access_line.get(field) in (None, timeout_line.get(field)), field
     # From the request's start, which comes a little after the worker's last sign of life
     # that the timeout counts from, to its end, which the client saw.
     assert 100_000_000 < timeout_line["event.duration"] < waited * 1_000_000_000
