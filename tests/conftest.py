@@ -121,6 +121,7 @@ def service_python(tmp_path_factory, cookies_session) -> Path:
         *pyproject["build-system"]["requires"],
         *pyproject["project"]["dependencies"],
         *pyproject["project"]["optional-dependencies"]["dev"],
+        *pyproject["project"]["optional-dependencies"]["mutation"],  # for its tools' tests
         "requests",
     ]
     environment = tmp_path_factory.mktemp("service-venv")
