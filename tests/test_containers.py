@@ -40,8 +40,13 @@ def engine() -> str:
 
 
 def run(command: list, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, check=check,
-                          timeout=WAIT_SECONDS * 2, **kwargs)  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=WAIT_SECONDS * 2,
+                            **kwargs)  # fmt: skip
+    if check and result.returncode != 0:
+        # The engine's own words: a CalledProcessError would show only the command.
+        pytest.fail(f"{' '.join(map(str, command))} exited {result.returncode}:\n"
+                    f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}")  # fmt: skip
+    return result
 
 
 def require_images(docker: str, *images: str) -> None:
