@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from flask import Flask
 from opentelemetry import trace
+from opentelemetry.instrumentation.urllib import URLLibInstrumentor
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
 
 from {{ cookiecutter.package_name }}.app import create_app
@@ -457,8 +458,19 @@ def test_a_bad_value_is_a_settings_error_naming_it(monkeypatch, name, value):
         load_settings()
 
 
+@pytest.fixture
+def untraced_requests():
+    """This process's own requests to the service carry no trace context. urllib here is
+    instrumented with the newest app's provider (see _instrument_http_clients): after a test
+    whose app samples nothing, its unsampled traceparent would make the service's
+    parent-based sampler drop every span of the test."""
+    urllib_instrumentor = URLLibInstrumentor()
+    if urllib_instrumentor.is_instrumented_by_opentelemetry:
+        urllib_instrumentor.uninstrument()
+
+
 def test_under_gunicorn_every_span_is_exported_by_the_time_workers_stop(
-    gunicorn, collector, tmp_path
+    gunicorn, collector, tmp_path, untraced_requests
 ):
     server = gunicorn(workers=2, OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint)
     for item_id in range(30):
@@ -480,7 +492,7 @@ def test_under_gunicorn_every_span_is_exported_by_the_time_workers_stop(
 
 
 def test_under_gunicorn_a_stopping_worker_gives_up_on_the_batches_behind_a_stalled_one(
-    gunicorn, collector
+    gunicorn, collector, untraced_requests
 ):
     server = gunicorn(
         workers=1, app=impatient_tracing_app.APP, OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint
