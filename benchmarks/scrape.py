@@ -58,11 +58,12 @@ def _measure(python: Path, project: Path, workdir: Path, workers: int, routes: i
     with service.start(timeout=STARTUP_SECONDS) as server:
         # Enough requests that every worker serves every route: each writes every series.
         run_wrk(server.url, LOAD_SECONDS, 2 * workers, BENCHMARKS_DIR / "routes.lua", (routes,))
-        first, _ = _scrape(server.url + "/metrics")
-        for headers in ({}, {"Accept": PROMETHEUS_ACCEPT}):
-            _scrape(server.url + "/metrics", headers, WARM_UP_SCRAPES_PER_WORKER * workers)
-        durations, body = _scrape(server.url + "/metrics")
-        as_prometheus, _ = _scrape(server.url + "/metrics", {"Accept": PROMETHEUS_ACCEPT})
+        url, as_prometheus_asks = server.url + "/metrics", {"Accept": PROMETHEUS_ACCEPT}
+        first, _ = _scrape(url)
+        for headers in ({}, as_prometheus_asks):
+            _scrape(url, headers, WARM_UP_SCRAPES_PER_WORKER * workers)
+        durations, body = _scrape(url)
+        as_prometheus, _ = _scrape(url, as_prometheus_asks)
         workers_with_samples = _workers_with_samples(metrics_dir)  # the exit folds them away
     return {
         "workers": workers,
