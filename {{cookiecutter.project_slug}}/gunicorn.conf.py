@@ -13,6 +13,8 @@ from {{ cookiecutter.package_name }}.observability.log_adapters import (
 )
 from {{ cookiecutter.package_name }}.observability.log_relay import (
     forward_logs_to_master,
+    request_ended,
+    request_started,
     start_log_relay,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
@@ -57,6 +59,8 @@ from {{ cookiecutter.package_name }}.settings import (
 
 if TYPE_CHECKING:
     from gunicorn.arbiter import Arbiter
+    from gunicorn.http import Request
+    from gunicorn.http.wsgi import Response
     from gunicorn.workers.base import Worker
 
 # The optional components' hooks in the master (see server_hooks.py).
@@ -104,6 +108,17 @@ def post_fork(server: "Arbiter", worker: "Worker") -> None:
 
 def post_worker_init(worker: "Worker") -> None:
     components.post_worker_init(worker)
+
+
+def pre_request(worker: "Worker", req: "Request") -> None:
+    """A request's lines go to the master together, when it ends (see log_relay.py)."""
+    request_started()
+
+
+def post_request(
+    worker: "Worker", req: "Request", environ: dict[str, object], resp: "Response"
+) -> None:
+    request_ended()
 
 
 def worker_abort(worker: "Worker") -> None:

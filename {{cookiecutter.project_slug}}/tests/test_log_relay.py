@@ -1,5 +1,6 @@
 """Workers' log lines reach the master's sinks whole, and a killed worker blocks nobody."""
 
+import contextlib
 import json
 import os
 import signal
@@ -15,13 +16,18 @@ from {{ cookiecutter.package_name }}.observability.log_lines import (
     line_renderers,
 )
 from {{ cookiecutter.package_name }}.observability.log_relay import (
+    HELD_CHARACTERS,
     MAX_DATAGRAM,
     LogRelay,
+    RelaySender,
+    _fitted,
     _pack,
     _send,
     forward_logs_to_master,
     pack_lines,
-    unpack_lines,
+    request_ended,
+    request_started,
+    unpack_records,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
@@ -93,6 +99,27 @@ def test_lines_from_several_workers_arrive_once_and_whole(master):
     assert len(records) == 900
     for numbers in line_numbers_by_worker(records, workers).values():
         assert numbers == list(range(300)), "each worker's lines arrive complete and in order"
+
+
+def test_a_requests_lines_reach_both_sinks_whole_and_in_order(tmp_path, capfd):
+    settings = make_settings(log_file=tmp_path / "service.log")
+    configure_logging(settings)  # here: its console is then the stdout that capfd captures
+    relay = LogRelay()
+
+    def serve_a_request():
+        # gunicorn.conf.py's pre_request and post_request hooks.
+        request_started()
+        for number in range(5):
+            logger.info("request line {}", number)
+        request_ended()
+
+    worker = fork_worker(settings, relay, serve_a_request)
+    assert wait_for_exit(worker)
+    relay.stop()
+    expected = [f"request line {number}" for number in range(5)]
+    assert [record["message"] for record in file_records(settings)] == expected
+    console = [record["message"] for record in ecs_records(capfd.readouterr().out)]
+    assert [message for message in console if message.startswith("request")] == expected
 
 
 class StalledConsole:
@@ -303,9 +330,10 @@ def sent_datagram(lines: dict[str, str]) -> tuple[bytes, dict[str, str]]:
     worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with worker, master:
         # Private, but the unit that decides what a datagram holds: no fork needed.
-        _send(worker, pack_lines("INFO", lines))
+        _send(worker, _fitted(pack_lines("INFO", lines)))
         datagram = master.recv(2 * MAX_DATAGRAM)
-    return datagram, unpack_lines(datagram.decode())[1]
+    [(_, received)] = unpack_records(datagram.decode())
+    return datagram, received
 
 
 def test_a_line_that_console_and_file_share_crosses_once():
@@ -313,7 +341,105 @@ def test_a_line_that_console_and_file_share_crosses_once():
     text = "2026-01-02 03:04:05.678 | INFO     | - | my_service - the text line\n"
     datagram = pack_lines("WARNING", {"console": line, "file": line, "syslog": text})
     assert datagram.count(line) == 1
-    assert unpack_lines(datagram) == ("WARNING", {"console": line, "file": line, "syslog": text})
+    assert unpack_records(datagram) == [
+        ("WARNING", {"console": line, "file": line, "syslog": text})
+    ]
+
+
+@contextlib.contextmanager
+def worker_sender():
+    """A worker's sender, loguru's only sink, and a function that returns the messages of
+    each datagram it has sent since last asked. Sending is synchronous: what is not in the
+    socket yet was not sent."""
+    worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender = RelaySender(worker)
+    renderers = line_renderers(make_settings())
+    logger.remove()
+    sink = logger.add(sender, format=lambda record: _pack(record, renderers))
+
+    def sent() -> list[list[str]]:
+        datagrams = []
+        while True:
+            try:
+                datagram = master.recv(2 * MAX_DATAGRAM, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return datagrams
+            records = unpack_records(datagram.decode())
+            datagrams.append([json.loads(lines["console"])["message"] for _, lines in records])
+
+    try:
+        yield sender, sent
+    finally:
+        logger.remove(sink)
+        worker.close()
+        master.close()
+
+
+def test_a_requests_lines_travel_together_when_it_ends_and_others_at_once():
+    with worker_sender() as (sender, sent):
+        logger.info("before the request")
+        assert sent() == [["before the request"]]
+        sender.request_started()
+        logger.info("in the view")
+        logger.debug("a detail")
+        assert sent() == []
+        logger.info("the access line")
+        sender.request_ended()
+        assert sent() == [["in the view", "a detail", "the access line"]]
+        logger.info("between requests")
+        assert sent() == [["between requests"]]
+
+
+def test_a_warning_in_a_request_goes_at_once_with_the_lines_held_before_it():
+    with worker_sender() as (sender, sent):
+        sender.request_started()
+        logger.info("held")
+        logger.warning("trouble")
+        assert sent() == [["held", "trouble"]]
+        logger.info("after it")
+        sender.request_ended()
+        assert sent() == [["after it"]]
+
+
+def test_a_request_that_logs_a_lot_sends_its_lines_as_it_goes():
+    with worker_sender() as (sender, sent):
+        sender.request_started()
+        # A record's datagram is its message and about 300 characters more.
+        message = "m" * (HELD_CHARACTERS // 3)
+        logger.info(message)
+        logger.info(message)
+        assert sent() == []
+        logger.info(message)
+        assert sent() == [[message] * 3]
+        sender.request_ended()
+        assert sent() == []
+
+
+def test_held_lines_too_large_for_one_datagram_go_one_record_each_cut_to_fit():
+    with worker_sender() as (sender, sent):
+        sender.request_started()
+        logger.info("small")
+        logger.info("z" * (2 * MAX_DATAGRAM))
+        [[small], [cut]] = sent()
+        assert small == "small"
+        assert cut.startswith("zzz")
+        assert cut.endswith(" characters cut by the log relay]")
+
+
+def test_threads_serving_requests_side_by_side_hold_lines_until_one_ends():
+    # gunicorn's threaded workers: any request's end sends what is held.
+    with worker_sender() as (sender, sent):
+        sender.request_started()
+        sender.request_started()
+        logger.info("first")
+        sender.request_ended()
+        assert sent() == [["first"]]
+        logger.info("second")
+        assert sent() == []
+        sender.request_ended()
+        assert sent() == [["second"]]
+        logger.info("none in progress")
+        assert sent() == [["none in progress"]]
 
 
 TEXT_PREFIX = "2026-01-02 03:04:05.678 | INFO     | - | my_service - "

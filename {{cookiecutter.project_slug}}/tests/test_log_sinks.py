@@ -1,5 +1,6 @@
 """A stuck console reader or a full disk costs log lines, counted and told, never a request."""
 
+import json
 import os
 import select
 import threading
@@ -16,6 +17,7 @@ from {{ cookiecutter.package_name }}.observability.log_sinks import (
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
+    write_rendered,
 )
 
 from .conftest import make_settings
@@ -241,6 +243,41 @@ def test_the_console_buffer_keeps_exactly_its_capacity_and_drops_beyond_it():
     console.stop()
     assert "".join(stream.written) == "first\n" + "x" * 10
     assert counted == [("console", "buffer_full", 1)]
+
+
+def test_lines_written_together_are_kept_or_dropped_one_by_one():
+    stream = HeldStream()
+    counted = []
+    console = BackgroundWriter(
+        stream, "console", capacity=10, count_lost_lines=lambda *loss: counted.append(loss)
+    )
+    console.write("first\n")
+    assert stream.writing.wait(10)  # the thread holds "first": the buffer is empty again
+    console.write_lines(["x" * 4, "y" * 7, "x" * 6])  # the y's do not fit, the last x's do
+    stream.released.set()
+    console.stop()
+    assert "".join(stream.written) == "first\n" + "x" * 10
+    assert counted == [("console", "buffer_full", 1)]
+
+
+def test_lines_sent_together_and_lost_to_a_full_disk_are_each_counted(tmp_path, capsys):
+    log_file = tmp_path / "service.log"
+    log_file.symlink_to("/dev/full")
+    counted = []
+    settings = make_settings(log_file=log_file, log_rotation="1 GB", log_compression="none")
+    configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
+    request = [("INFO", {"file": f"line {number}\n"}) for number in range(3)]
+    write_rendered(request)  # one datagram's records, as the log relay writes them
+    log_file.unlink()
+    write_rendered(request)
+    logger.remove()
+
+    assert counted == [("file", "no_space", 3)]
+    assert f"writing {log_file} again, 3 lines were lost" in capsys.readouterr().err
+    lines = log_file.read_text().splitlines()
+    resumed = json.loads(lines[0])["message"]
+    assert resumed == "log file writable again, 3 lines were lost (no_space)"
+    assert lines[1:] == ["line 0", "line 1", "line 2"]
 
 
 class SlowStream:

@@ -7,15 +7,21 @@ at all, and no lock is shared between processes: a worker killed in the middle o
 logging (SIGKILL, the OOM killer) cannot block the others, as a queue shared across
 processes would, whose lock dies held with the worker.
 
-A datagram is a header line, the JSON array [level, [[destinations, length], ...]], then
-each distinct line once, as rendered (console and file often share the JSON line): the
-lines are not escaped a second time, and the master only slices and writes them.
+A record is packed as a header line, the JSON array [level, [[destinations, length], ...]],
+then each distinct line once, as rendered (console and file often share the JSON line):
+the lines are not escaped a second time, and the master only slices and writes them.
+
+A datagram holds one record or several. The lines a worker logs while it serves a request
+travel together when the request ends (see RelaySender): one send, and one wake of the
+master, for the request's line and its access line, instead of one each. A line at
+WARNING or above goes at once, with the lines held before it.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import shutil
 import socket
@@ -35,11 +41,14 @@ from .private_sockets import private_socket_address
 from .server_hooks import at_master_exit
 
 if TYPE_CHECKING:  # loguru's types exist for type checkers only
-    from loguru import Record
+    from loguru import Message, Record
 
 # The largest datagram a default Linux socket buffer takes whole, with room to spare.
 MAX_DATAGRAM = 200 * 1024
 CUT_MARK = " [...{} characters cut by the log relay]"
+# A request's lines wait for its end until they make this many characters: a request that
+# logs a lot sends them as it goes, and a worker holds little.
+HELD_CHARACTERS = 16 * 1024
 # The format of the worker's sink: loguru fills in the datagram that _pack has made.
 _SEND_PACKED = "{extra[" + PACKED + "]}"
 
@@ -68,9 +77,9 @@ class LogRelay:
 
     def _write_lines(self) -> None:
         while datagram := self._socket.recv(MAX_DATAGRAM):
-            level, lines = unpack_lines(datagram.decode("utf-8"))
+            records = unpack_records(datagram.decode("utf-8"))
             with self._writing:
-                write_rendered(level, lines)
+                write_rendered(records)
 
     def paused(self, configure: Callable[[Settings], None]) -> Callable[[Settings], None]:
         """`configure`, run between two relayed lines: the sinks it swaps (on HUP) then miss
@@ -99,17 +108,83 @@ def start_log_relay() -> LogRelay:
     return LogRelay()
 
 
+class RelaySender:
+    """A worker's end, loguru's sink there: it sends each record to the master at once, but
+    holds the lines of a request in progress and sends them together when it ends.
+
+    A line at WARNING or above, or HELD_CHARACTERS of lines, sends what is held at once.
+    gunicorn reports a request's end even when the worker timeout aborts it. So the lines
+    that are held and then lost are at most the INFO and DEBUG lines of the request that a
+    worker was serving when it was killed outright (SIGKILL, the OOM killer).
+    """
+
+    def __init__(self, sender: socket.socket) -> None:
+        self._sender = sender
+        self._held: list[str] = []
+        self._held_characters = 0
+        self._requests = 0  # in progress: several, with gunicorn's threaded workers
+        self._lock = threading.Lock()
+
+    def write(self, message: Message) -> None:
+        with self._lock:
+            self._held.append(message)
+            self._held_characters += len(message)
+            if (
+                not self._requests
+                or self._held_characters >= HELD_CHARACTERS
+                or message.record["level"].no >= logging.WARNING
+            ):
+                self._send_held()
+
+    def request_started(self) -> None:
+        with self._lock:
+            self._requests += 1
+
+    def request_ended(self) -> None:
+        with self._lock:
+            self._requests = max(0, self._requests - 1)
+            self._send_held()
+
+    def _send_held(self) -> None:
+        held, self._held, self._held_characters = self._held, [], 0
+        if not held:
+            return  # an empty datagram is the master's signal to stop
+        if len(together := "".join(held).encode("utf-8")) <= MAX_DATAGRAM:
+            _send(self._sender, together)
+            return
+        for packed in held:  # each record alone, cut to fit when it must
+            _send(self._sender, _fitted(packed))
+
+
+# This worker's sender, once forward_logs_to_master has made it.
+_relay_sender: RelaySender | None = None
+
+
 def forward_logs_to_master(settings: Settings, address: str) -> None:
     """In a freshly forked worker: replace the sinks inherited from the master."""
+    global _relay_sender
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sender.connect(address)
+    _relay_sender = RelaySender(sender)
     renderers = line_renderers(settings)
     logger.remove()
     logger.add(
-        lambda message: _send(sender, message),
+        _relay_sender,
         level=settings.log_level,
         format=lambda record: _pack(record, renderers),
     )
+
+
+def request_started() -> None:
+    """gunicorn's pre_request: the lines of the request wait for its end."""
+    if _relay_sender is not None:
+        _relay_sender.request_started()
+
+
+def request_ended() -> None:
+    """gunicorn's post_request: the request's lines go to the master."""
+    if _relay_sender is not None:
+        _relay_sender.request_ended()
 
 
 def _pack(record: Record, renderers: dict[str, Render]) -> str:
@@ -133,34 +208,42 @@ def pack_lines(level: str, lines: dict[str, str]) -> str:
     return json.dumps([level, parts]) + "\n" + "".join(destinations_by_line)
 
 
-def unpack_lines(datagram: str) -> tuple[str, dict[str, str]]:
-    """The level and the lines ({destination: line}) of a datagram made by pack_lines."""
-    header, _, body = datagram.partition("\n")
-    level, parts = json.loads(header)
-    lines: dict[str, str] = {}
+def unpack_records(datagram: str) -> list[tuple[str, dict[str, str]]]:
+    """The level and the lines ({destination: line}) of each record in a datagram: one or
+    more made by pack_lines, one after the other."""
+    records = []
     start = 0
-    for destinations, length in parts:
-        lines.update(dict.fromkeys(destinations, body[start : start + length]))
-        start += length
-    return level, lines
+    while start < len(datagram):
+        header_end = datagram.index("\n", start)
+        level, parts = json.loads(datagram[start:header_end])
+        lines: dict[str, str] = {}
+        start = header_end + 1
+        for destinations, length in parts:
+            lines.update(dict.fromkeys(destinations, datagram[start : start + length]))
+            start += length
+        records.append((level, lines))
+    return records
 
 
-def _send(sender: socket.socket, message: str) -> None:
-    datagram = message.encode("utf-8")
-    if len(datagram) > MAX_DATAGRAM:
-        datagram = _cut_to_fit(message)
+def _fitted(packed: str) -> bytes:
+    """One record's datagram, cut to fit when it is too large."""
+    datagram = packed.encode("utf-8")
+    return datagram if len(datagram) <= MAX_DATAGRAM else _cut_to_fit(packed)
+
+
+def _send(sender: socket.socket, datagram: bytes) -> None:
     try:
         sender.send(datagram)
     except OSError as error:
         # The master is gone: stderr still reaches the operator.
-        _, lines = unpack_lines(message)
-        sys.stderr.write(f"log relay: {error}\n{lines['console']}")
+        lines = "".join(lines["console"] for _, lines in unpack_records(datagram.decode()))
+        sys.stderr.write(f"log relay: {error}\n{lines}")
 
 
 def _cut_to_fit(message: str) -> bytes:
     """A record too large for one datagram, with its longest values cut, each with a mark
     that says how much: every line stays whole (JSON stays JSON) and reaches the master."""
-    level, lines = unpack_lines(message)
+    [(level, lines)] = unpack_records(message)
     limit = MAX_DATAGRAM // (2 * len(set(lines.values())))
     while True:
         cut = {destination: _cut_line(line, limit) for destination, line in lines.items()}

@@ -69,12 +69,24 @@ class SharedSink:
         self._lock = threading.Lock()
         # A plain stream (a test's capture) is flushed after every line, as loguru does.
         self._flush = getattr(sink, "flush", None)
+        # The console and the file write several lines at once (one wake of a thread, one
+        # write to the disk); any other sink takes them one by one.
+        self._write_lines: Callable[[list[Message]], object] = getattr(
+            sink, "write_lines", self._write_each
+        )
 
     def write(self, message: Message) -> None:
+        self.write_lines([message])
+
+    def write_lines(self, messages: list[Message]) -> None:
         with self._lock:
-            self._sink.write(message)
+            self._write_lines(messages)
             if self._flush is not None:
                 self._flush()
+
+    def _write_each(self, messages: list[Message]) -> None:
+        for message in messages:
+            self._sink.write(message)
 
     def stop(self) -> None:
         stop = getattr(self._sink, "stop", None)
@@ -145,19 +157,24 @@ class BackgroundWriter:
         self._thread = threading.Thread(target=self._write_pending, name=f"log-{name}", daemon=True)
 
     def write(self, line: str) -> None:
+        self.write_lines([line])
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Lines in the order given, each kept or dropped on its own, and one wake of the thread."""
         if os.getpid() != self._pid:
             # A forked child (a gunicorn worker before post_fork): the thread stayed behind.
-            self._stream.write(line)
+            self._stream.write("".join(lines))
             self._stream.flush()
             return
         with self._changed:
-            if self._pending_size + len(line) > self._capacity:
-                why = f"it is not read fast enough, a buffer of {self._capacity} bytes is full"
-                self._drop(1, "buffer_full", why)
-                return
-            self._pending.append(line)
-            self._pending_size += len(line)
-            self._unwritten += 1
+            for line in lines:
+                if self._pending_size + len(line) > self._capacity:
+                    why = f"it is not read fast enough, a buffer of {self._capacity} bytes is full"
+                    self._drop(1, "buffer_full", why)
+                    continue
+                self._pending.append(line)
+                self._pending_size += len(line)
+                self._unwritten += 1
             if self._thread.ident is None:
                 self._thread.start()  # at the first line: most notices writers never need one
             self._changed.notify_all()
@@ -253,13 +270,17 @@ class LogFile:
         self._reason = ""
 
     def write(self, line: Message) -> None:
+        self.write_lines([line])
+
+    def write_lines(self, lines: list[Message]) -> None:
+        """Lines in one write to the file: all of them are written, or all lost."""
         if self._reason == "no_space" and not _has_room(self._path.parent):
-            self._count_lost_line()
+            self._count_lost(len(lines))
             return
         try:
-            self._write(line)
+            self._write(lines[0] if len(lines) == 1 else _joined(lines))
         except OSError as error:
-            self._lose(error)
+            self._lose(error, len(lines))
 
     def stop(self) -> None:
         with suppress(OSError):  # a full disk: the lines it held are lost with it
@@ -280,7 +301,7 @@ class LogFile:
             self._reason = ""
         self._file.write(line)
 
-    def _lose(self, error: OSError) -> None:
+    def _lose(self, error: OSError, lines: int) -> None:
         # Dropping the file object closes it, discarding what it still buffers.
         self._file = None
         if not self._lost:
@@ -290,11 +311,18 @@ class LogFile:
             self._notices.write(
                 f"logging: cannot write {self._path}, its lines are lost until it works: {error}\n"
             )
-        self._count_lost_line()
+        self._count_lost(lines)
 
-    def _count_lost_line(self) -> None:
-        self._lost += 1
-        self._count_lost_lines("file", self._reason, 1)
+    def _count_lost(self, lines: int) -> None:
+        self._lost += lines
+        self._count_lost_lines("file", self._reason, lines)
+
+
+def _joined(lines: list[Message]) -> Message:
+    """Lines as one message, with the record of the last: rotation reads its time."""
+    message = _RelayedLine("".join(lines))
+    message.record = lines[-1].record
+    return cast("Message", message)
 
 
 def _resumed_record(record: Record, lost: int, reason: str) -> Record:

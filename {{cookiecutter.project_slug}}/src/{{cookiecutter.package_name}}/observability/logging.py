@@ -37,7 +37,7 @@ from .log_syslog import SyslogSender, tls_context
 from .request_context import current_request_id, current_span_id, current_trace_id
 
 if TYPE_CHECKING:  # annotations only; loguru has these types in its stubs alone
-    from loguru import FormatFunction, Record
+    from loguru import FormatFunction, Message, Record
 
 # The format a sink hands loguru: loguru fills in the line that format_record has set.
 _WRITE_LINE = "{extra[" + LINE + "]}"
@@ -70,16 +70,21 @@ def configure_logging(settings: Settings, count_lost_lines: CountLostLines = cou
     route_stdlib_logging(settings.log_level)
 
 
-def write_rendered(level: str, lines: dict[str, str]) -> None:
-    """Lines a worker rendered ({destination: line}), written to the sinks as they are.
+def write_rendered(records: list[tuple[str, dict[str, str]]]) -> None:
+    """The lines of records a worker rendered ([(level, {destination: line})]), written to
+    the sinks as they are, all the lines of a sink at once.
 
     The worker left out what is below the log level already. Console and file often share
     a line: it is made into a message once."""
-    messages = {line: relayed_message(level, line) for line in set(lines.values())}
-    for destination, line in lines.items():
+    by_destination: dict[str, list[Message]] = {}
+    for level, lines in records:
+        messages = {line: relayed_message(level, line) for line in set(lines.values())}
+        for destination, line in lines.items():
+            by_destination.setdefault(destination, []).append(messages[line])
+    for destination, messages_of_sink in by_destination.items():
         sink = _sinks.get(destination)
         if sink is not None:
-            sink.write(messages[line])
+            sink.write_lines(messages_of_sink)
 
 
 def _as_format(render: Render) -> FormatFunction:
