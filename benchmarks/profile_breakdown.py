@@ -32,6 +32,7 @@ WAITS = ("readinto", "_safe_read", "_read_status", "Thread.run", "wait (", "sele
 
 # Innermost frame that matches decides the owner: (substring of the frame, owner).
 BOUNDARIES = [
+    ("request_ended (", "a request's log lines sent to the master (post_request)"),
     ("log_adapters.py", "access line (gunicorn access → loguru)"),
     ("views.py", "view itself"),
     ("request_context.py", "request id + context hooks"),
