@@ -228,24 +228,19 @@ class HeldStream:
         pass
 
 
-def test_the_console_buffer_keeps_exactly_its_capacity_and_drops_beyond_it():
-    stream = HeldStream()
-    counted = []
-    console = BackgroundWriter(
-        stream, "console", capacity=10, count_lost_lines=lambda *loss: counted.append(loss)
-    )
-    console.write("first\n")
-    assert stream.writing.wait(10)  # the thread holds "first": the buffer is empty again
+def write_one_by_one(console):
     console.write("x" * 4)
     console.write("x" * 6)  # exactly the capacity, together: kept
     console.write("y")  # one more character: dropped
-    stream.released.set()
-    console.stop()
-    assert "".join(stream.written) == "first\n" + "x" * 10
-    assert counted == [("console", "buffer_full", 1)]
 
 
-def test_lines_written_together_are_kept_or_dropped_one_by_one():
+def write_together(console):
+    # Each line is kept or dropped on its own: the y's do not fit, the last x's do.
+    console.write_lines(["x" * 4, "y" * 7, "x" * 6])
+
+
+@pytest.mark.parametrize("write", [write_one_by_one, write_together])
+def test_the_console_buffer_keeps_exactly_its_capacity_and_drops_beyond_it(write):
     stream = HeldStream()
     counted = []
     console = BackgroundWriter(
@@ -253,7 +248,7 @@ def test_lines_written_together_are_kept_or_dropped_one_by_one():
     )
     console.write("first\n")
     assert stream.writing.wait(10)  # the thread holds "first": the buffer is empty again
-    console.write_lines(["x" * 4, "y" * 7, "x" * 6])  # the y's do not fit, the last x's do
+    write(console)
     stream.released.set()
     console.stop()
     assert "".join(stream.written) == "first\n" + "x" * 10
