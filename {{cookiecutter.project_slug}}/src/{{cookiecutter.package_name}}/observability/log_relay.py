@@ -200,7 +200,8 @@ def _pack(record: Record, renderers: dict[str, Render]) -> str:
 
 
 def pack_lines(level: str, lines: dict[str, str]) -> str:
-    """The datagram of a record rendered as `lines` ({destination: line})."""
+    """A record rendered as `lines` ({destination: line}), packed: what a datagram holds
+    once or several times."""
     destinations_by_line: dict[str, list[str]] = {}
     for destination, line in lines.items():
         destinations_by_line.setdefault(line, []).append(destination)
