@@ -464,10 +464,10 @@ def test_a_line_that_fits_is_left_as_it_is_when_another_line_of_the_record_is_cu
 
 
 def test_values_that_escaping_makes_larger_are_cut_until_they_fit_and_fill_half_of_it():
-    # An "é" is one character of a value, but six in a JSON line (\u00e9): the first cut,
-    # made in characters of the values, is too large, and the relay cuts further, but
-    # keeps more than half a datagram.
-    value = "éée" * 17_000
+    # A control character is one character of a value, but six in a JSON line (\u0001):
+    # the first cut, made in characters of the values, is too large, and the relay cuts
+    # further, but keeps more than half a datagram.
+    value = "\x01\x01e" * 17_000
     fields = {"message": value, **{f"field.{n}": value for n in range(20)}}
     datagram, lines = sent_datagram({"console": "short\n", "file": json.dumps(fields) + "\n"})
     assert MAX_DATAGRAM // 2 < len(datagram) <= MAX_DATAGRAM

@@ -63,6 +63,23 @@ def test_json_lines_are_flat_with_stable_field_names(capsys):
     assert list(record)[:4] == ["@timestamp", "log.level", "message", "ecs.version"]
 
 
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        (2**70, 2**70),  # beyond the 64-bit integers of orjson, which writes JSON lines
+        ("\udc80", "\udc80"),  # a lone surrogate: what os.fsdecode makes of a stray byte
+        ({7: "seven"}, {"7": "seven"}),
+        ({"x"}, "{'x'}"),  # no JSON form: its str()
+    ],
+    ids=["big-integer", "lone-surrogate", "number-keys", "set"],
+)
+def test_a_value_json_has_no_plain_form_for_is_written_and_the_line_kept(capsys, value, written):
+    configure_logging(make_settings())
+    logger.bind(odd=value).info("an odd value")
+    record = json_lines(capsys.readouterr().out)[-1]
+    assert (record["message"], record["odd"]) == ("an odd value", written)
+
 def test_exceptions_carry_type_message_and_stack_but_no_local_values(capsys):
     configure_logging(make_settings())
     api_token = "s3cr3t-token-value"  # noqa: S105

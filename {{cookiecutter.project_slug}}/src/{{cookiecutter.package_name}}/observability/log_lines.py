@@ -17,6 +17,8 @@ from datetime import UTC
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import orjson
+
 from ..settings import SERVICE_NAME, Settings
 from .log_record_keys import LINE, PACKED
 from .log_sinks import Render
@@ -72,9 +74,19 @@ def json_renderer(settings: Settings) -> Render:
     }
 
     def json_line(record: Record) -> str:
-        return json.dumps(_json_fields(record, static_fields), default=str) + "\n"
+        return json_text(_json_fields(record, static_fields)) + "\n"
 
     return json_line
+
+
+def json_text(fields: dict[str, object]) -> str:
+    """`fields` as JSON, by orjson: a tenth of the standard library's cost, paid for every
+    line. What orjson refuses (a lone surrogate, an integer beyond 64 bits) the standard
+    library writes, escaped: no line is lost to a value. Anything else becomes its str()."""
+    try:
+        return orjson.dumps(fields, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(fields, default=str)
 
 
 def _json_fields(record: Record, static_fields: dict[str, str]) -> dict[str, object]:

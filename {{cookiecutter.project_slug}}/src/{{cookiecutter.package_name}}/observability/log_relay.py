@@ -30,10 +30,11 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import orjson
 from loguru import logger
 
 from ..settings import Settings
-from .log_lines import line_renderers
+from .log_lines import json_text, line_renderers
 from .log_record_keys import PACKED
 from .log_sinks import Render
 from .logging import write_rendered
@@ -206,7 +207,7 @@ def pack_lines(level: str, lines: dict[str, str]) -> str:
     for destination, line in lines.items():
         destinations_by_line.setdefault(line, []).append(destination)
     parts = [[destinations, len(line)] for line, destinations in destinations_by_line.items()]
-    return json.dumps([level, parts]) + "\n" + "".join(destinations_by_line)
+    return orjson.dumps([level, parts]).decode() + "\n" + "".join(destinations_by_line)
 
 
 def unpack_records(datagram: str) -> list[tuple[str, dict[str, str]]]:
@@ -216,7 +217,7 @@ def unpack_records(datagram: str) -> list[tuple[str, dict[str, str]]]:
     start = 0
     while start < len(datagram):
         header_end = datagram.index("\n", start)
-        level, parts = json.loads(datagram[start:header_end])
+        level, parts = orjson.loads(datagram[start:header_end])
         lines: dict[str, str] = {}
         start = header_end + 1
         for destinations, length in parts:
@@ -263,7 +264,7 @@ def _cut_line(line: str, limit: int) -> str:
     for key, value in fields.items():
         if isinstance(value, str) and len(value) > share:
             fields[key] = _cut_text(value, share)
-    return json.dumps(fields) + "\n"  # parsed from JSON: nothing to convert
+    return json_text(fields) + "\n"
 
 
 def _cut_text(text: str, limit: int) -> str:
