@@ -24,8 +24,8 @@ ROTATION = re.compile(rf"^({_SIZE}|{_INTERVAL}|([01]\d|2[0-3]):[0-5]\d)$", re.IG
 # with one of these names would shadow it.
 TAKEN_NAMES = {
     "app", "click", "flask", "gunicorn", "itsdangerous", "jinja2", "loguru", "markupsafe",
-    "opentelemetry", "prometheus_client", "prometheus_flask_exporter", "pydantic", "pydantic_core",
-    "pydantic_settings", "sentry_sdk", "src", "test", "tests", "werkzeug",
+    "opentelemetry", "orjson", "prometheus_client", "prometheus_flask_exporter", "pydantic",
+    "pydantic_core", "pydantic_settings", "sentry_sdk", "src", "test", "tests", "werkzeug",
 }  # fmt: skip
 CHOICES = {
     "python_version": ("3.11", "3.12", "3.13"),
