@@ -63,7 +63,6 @@ def test_json_lines_are_flat_with_stable_field_names(capsys):
     assert list(record)[:4] == ["@timestamp", "log.level", "message", "ecs.version"]
 
 
-
 @pytest.mark.parametrize(
     ("value", "written"),
     [
@@ -79,6 +78,7 @@ def test_a_value_json_has_no_plain_form_for_is_written_and_the_line_kept(capsys,
     logger.bind(odd=value).info("an odd value")
     record = json_lines(capsys.readouterr().out)[-1]
     assert (record["message"], record["odd"]) == ("an odd value", written)
+
 
 def test_exceptions_carry_type_message_and_stack_but_no_local_values(capsys):
     configure_logging(make_settings())
