@@ -44,6 +44,9 @@ Render = Callable[["Record"], str]
 # About two seconds of lines at a thousand lines a second.
 CONSOLE_BUFFER_BYTES = 1024 * 1024
 NOTICES_BUFFER_BYTES = 64 * 1024
+# How long a writer's thread, woken by a line, waits for more before it writes: under load
+# lines come every few hundred microseconds, and it then writes, and wakes, once for many.
+GATHER_SECONDS = 0.01
 # How long stop() waits for a writer that makes no progress.
 STUCK_AFTER_SECONDS = 0.05
 # Free space a full disk must have again before the file is tried: a few freed bytes would
@@ -104,7 +107,7 @@ class _Process(NamedTuple):  # what a record tells of its process
     name: str
 
 
-def relayed_message(level: str, line: str) -> Message:
+def relayed_message(level: str, line: str, received: datetime) -> Message:
     """A line a worker rendered, as the sinks take a line from loguru: a string with a record
     beside it, here with the fields that sinks read (the time, for rotation and syslog; the
     level, for syslog; the process, for the line LogFile writes when it can write again)."""
@@ -112,7 +115,7 @@ def relayed_message(level: str, line: str) -> Message:
     message.record = cast(
         "Record",
         {
-            "time": datetime.now().astimezone(),
+            "time": received,
             "level": _level(level),
             "process": _Process(os.getpid(), "MainProcess"),
             "name": __name__,
@@ -152,7 +155,8 @@ class BackgroundWriter:
         self._unwritten = 0  # pending, plus the batch being written
         self._written = 0
         self._dropped = 0  # in the current episode
-        self._stopping = False
+        # An event of its own, not the condition's: a line's notify must not end the gathering.
+        self._stopping = threading.Event()
         self._pid = os.getpid()
         self._thread = threading.Thread(target=self._write_pending, name=f"log-{name}", daemon=True)
 
@@ -186,7 +190,7 @@ class BackgroundWriter:
         if os.getpid() != self._pid:
             return  # the parent's thread and buffer are the parent's to finish
         with self._changed:
-            self._stopping = True
+            self._stopping.set()
             self._changed.notify_all()
             while self._unwritten and self._thread.is_alive():
                 moved = partial(self._moved_since, self._written)
@@ -201,7 +205,9 @@ class BackgroundWriter:
     def _write_pending(self) -> None:
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: self._pending or self._stopping)
+                self._changed.wait_for(lambda: self._pending or self._stopping.is_set())
+            self._stopping.wait(GATHER_SECONDS)  # stop() writes what is pending at once
+            with self._changed:
                 if not self._pending:
                     break
                 batch, lines = "".join(self._pending), len(self._pending)

@@ -12,6 +12,7 @@ configures logging itself when nothing did it before (development server, tests)
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -77,8 +78,9 @@ def write_rendered(records: list[tuple[str, dict[str, str]]]) -> None:
     The worker left out what is below the log level already. Console and file often share
     a line: it is made into a message once."""
     by_destination: dict[str, list[Message]] = {}
+    received = datetime.now().astimezone()
     for level, lines in records:
-        messages = {line: relayed_message(level, line) for line in set(lines.values())}
+        messages = {line: relayed_message(level, line, received) for line in set(lines.values())}
         for destination, line in lines.items():
             by_destination.setdefault(destination, []).append(messages[line])
     for destination, messages_of_sink in by_destination.items():
