@@ -45,7 +45,7 @@ def throughput_report(section: dict) -> str:
         f"Throughput: GET {settings['endpoint']}, {settings['workers']} {settings['worker_class']} "
         f"workers, wrk {settings['connections']} connections, {settings['seconds']} s after "
         f"{settings['warmup_seconds']} s warm-up; of {settings['rounds']} rounds, the one with the "
-        "least other load"
+        "least CPU per request"
     )
     headers = [
         "variant",
@@ -76,7 +76,7 @@ def throughput_report(section: dict) -> str:
 def _targets(targets: dict) -> str:
     if not targets:
         return "Targets: none of them had its variants in this run."
-    lines = ["Targets (ratios of CPU per request, p99 or req/s, each variant's quietest round):"]
+    lines = ["Targets (ratios of CPU per request, p99 or req/s, each variant's round as above):"]
     for name, target in targets.items():
         verdict = "met" if target["met"] else "MISSED"
         lines.append(f"  {name:<40} {target['value']:>6}  (target {target['target']}): {verdict}")
