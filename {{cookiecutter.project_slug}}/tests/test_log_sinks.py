@@ -303,3 +303,27 @@ def test_stopping_waits_for_a_console_reader_that_is_slow_but_moving(monkeypatch
     console.write("second\n")
     console.stop()
     assert stream.written == ["first\n", "second\n"]
+
+
+class GatheringWatched(threading.Event):
+    """The writer's stop event, which tells when the writer starts gathering on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.gathering = threading.Event()
+
+    def wait(self, timeout=None):
+        self.gathering.set()
+        return super().wait(timeout)
+
+
+def test_lines_that_come_while_the_writer_gathers_go_in_one_write(monkeypatch):
+    monkeypatch.setattr(log_sinks, "GATHER_SECONDS", 60)  # only stop() ends it in this test
+    stream = SlowStream(0)
+    console = BackgroundWriter(stream, "console")
+    console._stopping = GatheringWatched()
+    console.write("woke the writer\n")
+    assert console._stopping.gathering.wait(10)
+    console.write("came while it gathered\n")
+    console.stop()
+    assert stream.written == ["woke the writer\ncame while it gathered\n"]
