@@ -50,7 +50,7 @@ CUT_MARK = " [...{} characters cut by the log relay]"
 # A request's lines wait for its end until they make this many characters: a request that
 # logs a lot sends them as it goes, and a worker holds little.
 HELD_CHARACTERS = 16 * 1024
-# The format of the worker's sink: loguru fills in the datagram that _pack has made.
+# The format of the worker's sink: loguru fills in the packed record that _pack has made.
 _SEND_PACKED = "{extra[" + PACKED + "]}"
 
 
