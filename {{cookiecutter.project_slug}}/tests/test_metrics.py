@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import prometheus_flask_exporter
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -31,6 +32,8 @@ from {{ cookiecutter.package_name }}.observability.timeouts import (
 
 from . import stuck_app
 from .conftest import PROJECT_DIR, get, make_settings, run_script
+
+PROMETHEUS_FLASK_EXPORTER = prometheus_flask_exporter.__version__
 
 
 def sample(metrics_text: str, name: str, **labels: str) -> float:
@@ -72,6 +75,56 @@ def test_requests_are_counted_by_status_and_route(client):
         text, "flask_http_request_duration_seconds_count",
         url_rule="/api/items/<int:item_id>", status="200",
     ) == 5  # fmt: skip
+
+
+def test_a_request_that_raises_is_counted_as_an_exception_and_timed_with_status_500(client):
+    for path in ("/api/fail", "/api/fail", "/api/items/5000"):
+        client.get(path)
+    text = scrape(client)
+    assert sample(text, "flask_http_request_exceptions_total", status="500") == 2
+    assert sample(text, "flask_http_request_exceptions_total") == 2  # a 404 raised nothing
+    assert sample(
+        text, "flask_http_request_duration_seconds_count", url_rule="/api/fail", status="500"
+    ) == 2  # fmt: skip
+
+
+def test_a_request_whose_answer_cannot_be_made_is_counted_once_with_status_500(app):
+    @app.after_request
+    def break_the_answer(response):
+        raise RuntimeError("an after_request hook failed")
+
+    client = app.test_client()
+    assert client.get("/api/items/1").status_code == 500
+    app.after_request_funcs[None].remove(break_the_answer)
+    text = scrape(client)
+    assert sample(text, "flask_http_request_total") == 1
+    assert sample(text, "flask_http_request_total", status="500") == 1
+    assert sample(text, "flask_http_request_exceptions_total", status="500") == 1
+    assert sample(
+        text, "flask_http_request_duration_seconds_count",
+        url_rule="/api/items/<int:item_id>", status="500",
+    ) == 1  # fmt: skip
+    assert current_value(app, "flask_http_requests_in_flight") == 0
+
+
+def test_a_view_the_exporter_is_told_not_to_track_is_not_counted(app):
+    exporter = app.extensions["metrics"]
+
+    @app.get("/untracked")
+    @exporter.do_not_track()
+    def untracked():
+        return "not counted"
+
+    client = app.test_client()
+    assert client.get("/untracked").status_code == 200
+    client.get("/api/items/1")
+    text = scrape(client)
+    assert sample(text, "flask_http_request_total") == 1
+    assert sample(text, "flask_http_request_duration_seconds_count", url_rule="/untracked") == 0
+
+
+def test_the_exporter_reports_its_version(client):
+    assert sample(scrape(client), "flask_exporter_info", version=PROMETHEUS_FLASK_EXPORTER) == 1
 
 
 def test_distinct_urls_do_not_make_distinct_series(client):
