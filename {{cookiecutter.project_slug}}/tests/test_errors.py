@@ -267,7 +267,7 @@ def test_an_error_before_any_route_matched_is_named_by_the_method_not_the_url(se
     assert event["transaction"] == "DELETE"
 
 
-def test_the_log_lines_of_one_request_stay_out_of_the_next_requests_event(sentry_server):
+def test_the_log_lines_of_one_request_stay_out_of_the_next_requests_event(sentry_server, capsys):
     app = create_app(make_settings(sentry_dsn=sentry_server.dsn))
 
     @app.get("/step/<int:number>")
@@ -280,6 +280,7 @@ def test_the_log_lines_of_one_request_stay_out_of_the_next_requests_event(sentry
 
     client = app.test_client()
     logger.info("a line outside any request")
+    assert "Logging error" not in capsys.readouterr().err  # the sink is not asked to keep it
     sentry_sdk.add_breadcrumb(message="an outgoing call outside any request")  # process-wide
     assert client.get("/step/0").status_code == 200
     assert client.get("/step/1").status_code == 500

@@ -91,7 +91,14 @@ def _report_errors_only(app: Flask, settings: Settings) -> None:
     )
     got_request_exception.connect(_report_unhandled_exception, app)
     app.teardown_request(_report_timed_out_request)
-    logger.add(_keep_log_line, level="INFO", format=lambda _record: "", diagnose=False)
+    # The filter spares loguru the formatting of lines outside requests: the access lines.
+    logger.add(
+        _keep_log_line,
+        level="INFO",
+        format=lambda _record: "",
+        filter=lambda _record: has_request_context(),
+        diagnose=False,
+    )
 
 
 def _report_errors_and_traces(app: Flask, settings: Settings) -> None:
@@ -138,9 +145,7 @@ def _traces_sampler(app: Flask, sample_rate: float) -> Callable[[SamplingContext
 
 
 def _keep_log_line(message: Message) -> None:
-    """A loguru sink: the request's lines, kept until it ends; lines outside requests are not."""
-    if not has_request_context():
-        return
+    """A loguru sink for the lines logged in a request: kept until it ends."""
     lines = g.get("sentry_log_lines")
     if lines is None:
         lines = g.sentry_log_lines = deque(maxlen=MAX_BREADCRUMBS)
