@@ -2,7 +2,7 @@
 
 In multiprocess mode every worker keeps its own sample files and a scrape reads and
 adds up all of them, so both the number of workers and the number of routes that saw
-traffic (one series per route, `group_by="url_rule"`) make a scrape heavier.
+traffic (the request metrics have one series per route) make a scrape heavier.
 """
 
 import re
