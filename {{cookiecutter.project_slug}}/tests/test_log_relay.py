@@ -126,7 +126,8 @@ def test_a_requests_lines_reach_both_sinks_whole_and_in_order(tmp_path, capfd):
 
 # gunicorn, its workers holding lines for an hour: only a worker's exit sends them.
 GUNICORN_HOLDING_AN_HOUR = (
-    "import sys; from {{ cookiecutter.package_name }}.observability import log_relay; "
+    "import sys; "
+    "from {{ cookiecutter.package_name }}.observability import log_relay; "
     "log_relay.GATHER_SECONDS = log_relay.IDLE_SEND_SECONDS = 3600; "
     "from gunicorn.app.wsgiapp import run; sys.exit(run())"
 )

@@ -9,8 +9,8 @@ master serves them on that port instead (metrics_server.py): the workers answer 
 keeps its own registry in memory, and serves /metrics whatever METRICS_PORT says.
 
 The request metrics have prometheus-flask-exporter's names and labels (`flask_http_request_*`,
-which the dashboard and alerts read), but RequestMetrics records them: the exporter's own hooks
-cost 50 µs a request, these 30 with the requests in flight. Besides those, the service exports:
+which the alerts read), but RequestMetrics records them: the exporter's own hooks cost 50 µs a
+request, these 30 with the requests in flight. Besides those, the service exports:
 - `flask_http_requests_in_flight`: requests being served right now, over all workers;
 - `flask_http_request_exceptions_by_type_total`: unhandled exceptions by class and route;
 - `flask_http_request_timeouts_total`: requests ended by the worker timeout, by route;
