@@ -12,7 +12,6 @@ import time
 import pytest
 from loguru import logger
 
-from {{ cookiecutter.package_name }}.observability import log_relay
 from {{ cookiecutter.package_name }}.observability.log_lines import (
     line_renderers,
 )
@@ -34,7 +33,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
 )
 
-from .conftest import get, make_settings, wait_until
+from .conftest import make_settings
 from .ecs import ecs_records
 
 
@@ -50,13 +49,12 @@ def master(tmp_path):
 
 def fork_worker(settings, relay, log) -> int:
     pid = os.fork()
-    if pid == 0:  # the worker: log, then leave as a gunicorn worker does
+    if pid == 0:  # the worker: log, then leave without running the parent's clean-up
         try:
             forward_logs_to_master(settings, relay.address)
             log()
-            logger.remove()  # what loguru does at exit: its sinks stop
         finally:
-            os._exit(0)  # without running the parent's clean-up
+            os._exit(0)
     return pid
 
 
@@ -122,30 +120,6 @@ def test_a_requests_lines_reach_both_sinks_whole_and_in_order(tmp_path, capfd):
     assert [record["message"] for record in file_records(settings)] == expected
     console = [record["message"] for record in ecs_records(capfd.readouterr().out)]
     assert [message for message in console if message.startswith("request")] == expected
-
-
-# gunicorn, its workers holding lines for an hour: only a worker's exit sends them.
-GUNICORN_HOLDING_AN_HOUR = (
-    "import sys; "
-    "from {{ cookiecutter.package_name }}.observability import log_relay; "
-    "log_relay.GATHER_SECONDS = log_relay.IDLE_SEND_SECONDS = 3600; "
-    "from gunicorn.app.wsgiapp import run; sys.exit(run())"
-)
-
-
-def test_a_worker_sends_the_lines_it_holds_as_it_exits(start_service, tmp_path):
-    # gunicorn's own "Worker exiting" line, outside a request, would send them too.
-    command = [sys.executable, "-c", GUNICORN_HOLDING_AN_HOUR, "-c", "gunicorn.conf.py",
-               "--bind=127.0.0.1:{port}", "--log-level=warning"]  # fmt: skip
-    server = start_service(command, WEB_CONCURRENCY="1")
-    assert get(f"{server.url}/api/items/5", {"X-Request-ID": "held-5"})[0] == 200
-    server.stop()
-    records = ecs_records((tmp_path / "logs" / "service.log").read_text())
-    held = [record for record in records if record.get("http.request.id") == "held-5"]
-    assert [record["log.logger"] for record in held] == [
-        "{{ cookiecutter.package_name }}.views",
-        "gunicorn.access",
-    ]
 
 
 class StalledConsole:
@@ -372,34 +346,13 @@ def test_a_line_that_console_and_file_share_crosses_once():
     ]
 
 
-# Longer than any test.
-AN_HOUR = 3600
-
-
-class Clock:
-    """time.monotonic for the relay, moved by the test."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(log_relay, "time", clock)
-    return clock
-
-
 @contextlib.contextmanager
-def worker_sender(gather_seconds: float = AN_HOUR, idle_seconds: float = AN_HOUR):
+def worker_sender():
     """A worker's sender, loguru's only sink, and a function that returns the messages of
     each datagram it has sent since last asked. Sending is synchronous: what is not in the
     socket yet was not sent."""
     worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sender = RelaySender(worker, gather_seconds, idle_seconds)
+    sender = RelaySender(worker)
     renderers = line_renderers(make_settings())
     logger.remove()
     sink = logger.add(sender, format=lambda record: _pack(record, renderers))
@@ -417,52 +370,24 @@ def worker_sender(gather_seconds: float = AN_HOUR, idle_seconds: float = AN_HOUR
     try:
         yield sender, sent
     finally:
-        sender.stop()
         logger.remove(sink)
         worker.close()
         master.close()
 
 
-def test_a_requests_lines_are_held_and_a_line_outside_requests_sends_them_with_it():
+def test_a_requests_lines_travel_together_when_it_ends_and_others_at_once():
     with worker_sender() as (sender, sent):
         logger.info("before the request")
         assert sent() == [["before the request"]]
         sender.request_started()
         logger.info("in the view")
         logger.debug("a detail")
+        assert sent() == []
         logger.info("the access line")
         sender.request_ended()
-        assert sent() == []
+        assert sent() == [["in the view", "a detail", "the access line"]]
         logger.info("between requests")
-        assert sent() == [["in the view", "a detail", "the access line", "between requests"]]
-
-
-def serve(sender: RelaySender, message: str) -> None:
-    sender.request_started()
-    logger.info(message)
-    sender.request_ended()
-
-
-def test_a_busy_worker_sends_the_lines_of_requests_at_most_once_a_gathering(clock):
-    with worker_sender(gather_seconds=10) as (sender, sent):
-        made = clock.now
-        for seconds, message in [(1, "request 1"), (9.9, "request 2"), (10, "request 3")]:
-            clock.now = made + seconds
-            serve(sender, message)
-        assert sent() == [["request 1", "request 2", "request 3"]]
-        clock.now += 9.9
-        serve(sender, "request 4")
-        assert sent() == []
-        sender.stop()  # as the worker exits: what is held goes at once
-        assert sent() == [["request 4"]]
-
-
-def test_the_lines_held_when_a_worker_goes_idle_are_sent_by_its_thread():
-    with worker_sender(idle_seconds=0.01) as (sender, sent):
-        serve(sender, "the last request")
-        assert wait_until(sent, "the held lines") == [["the last request"]]
-        serve(sender, "after a pause")
-        assert wait_until(sent, "the next held lines") == [["after a pause"]]
+        assert sent() == [["between requests"]]
 
 
 def test_a_warning_in_a_request_goes_at_once_with_the_lines_held_before_it():
@@ -473,7 +398,6 @@ def test_a_warning_in_a_request_goes_at_once_with_the_lines_held_before_it():
         assert sent() == [["held", "trouble"]]
         logger.info("after it")
         sender.request_ended()
-        sender.stop()
         assert sent() == [["after it"]]
 
 
@@ -502,18 +426,16 @@ def test_held_lines_too_large_for_one_datagram_go_one_record_each_cut_to_fit():
         assert cut.endswith(" characters cut by the log relay]")
 
 
-def test_threads_serving_requests_side_by_side_hold_lines_until_one_ends(clock):
+def test_threads_serving_requests_side_by_side_hold_lines_until_one_ends():
     # gunicorn's threaded workers: any request's end sends what is held.
-    with worker_sender(gather_seconds=10) as (sender, sent):
+    with worker_sender() as (sender, sent):
         sender.request_started()
         sender.request_started()
         logger.info("first")
-        clock.now += 10
         sender.request_ended()
         assert sent() == [["first"]]
         logger.info("second")
         assert sent() == []
-        clock.now += 10
         sender.request_ended()
         assert sent() == [["second"]]
         logger.info("none in progress")

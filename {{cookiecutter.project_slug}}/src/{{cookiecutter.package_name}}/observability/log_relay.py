@@ -12,9 +12,9 @@ then each distinct line once, as rendered (console and file often share the JSON
 the lines are not escaped a second time, and the master only slices and writes them.
 
 A datagram holds one record or several. The lines a worker logs while it serves a request
-wait for its end, and a busy worker sends the lines of the requests that ended at most once
-every GATHER_SECONDS (see RelaySender): it wakes the master once for many requests, instead
-of once for each line. A line at WARNING or above goes at once, with the lines held before it.
+travel together when the request ends (see RelaySender): one send, and one wake of the
+master, for the request's line and its access line, instead of one each. A line at
+WARNING or above goes at once, with the lines held before it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import shutil
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -51,15 +50,6 @@ CUT_MARK = " [...{} characters cut by the log relay]"
 # A request's lines wait for its end until they make this many characters: a request that
 # logs a lot sends them as it goes, and a worker holds little.
 HELD_CHARACTERS = 16 * 1024
-# A worker sends the lines of the requests that ended at most once in this long: short enough
-# to read as at once, long enough for a busy worker to serve several requests meanwhile.
-GATHER_SECONDS = 0.01
-# The lines of a worker's last requests before it goes idle wait this long for a thread that
-# sends them. Longer than the gathering, so that in a busy worker, where the requests' ends
-# send the lines, the thread seldom wakes to take the GIL from them.
-IDLE_SEND_SECONDS = 0.1
-# How long stop() waits for the sending thread to finish.
-STOP_TIMEOUT_SECONDS = 5
 # The format of the worker's sink: loguru fills in the packed record that _pack has made.
 _SEND_PACKED = "{extra[" + PACKED + "]}"
 
@@ -120,36 +110,21 @@ def start_log_relay() -> LogRelay:
 
 
 class RelaySender:
-    """A worker's end, loguru's sink there: it sends a record logged outside any request to
-    the master at once, but holds the lines of a request in progress. A request's end sends
-    all the lines held, together, unless the sender sent less than `gather_seconds` ago (or
-    was made less than that ago); then a thread of the sender's own sends them after
-    `idle_seconds`, if no request's end has done it first.
+    """A worker's end, loguru's sink there: it sends each record to the master at once, but
+    holds the lines of a request in progress and sends them together when it ends.
 
-    A line at WARNING or above, a line outside a request, or HELD_CHARACTERS of lines sends
-    what is held at once; so does stop(), which loguru calls as the worker exits (it removes
-    every sink at exit).
+    A line at WARNING or above, or HELD_CHARACTERS of lines, sends what is held at once.
     gunicorn reports a request's end even when the worker timeout aborts it. So the lines
-    that are held and then lost are at most the INFO and DEBUG lines of the requests that a
-    worker served in its last `gather_seconds` (`idle_seconds` if it went idle), when it was
-    killed outright (SIGKILL, the OOM killer).
+    that are held and then lost are at most the INFO and DEBUG lines of the request that a
+    worker was serving when it was killed outright (SIGKILL, the OOM killer).
     """
 
-    def __init__(self, sender: socket.socket, gather_seconds: float, idle_seconds: float) -> None:
+    def __init__(self, sender: socket.socket) -> None:
         self._sender = sender
         self._held: list[str] = []
         self._held_characters = 0
         self._requests = 0  # in progress: several, with gunicorn's threaded workers
         self._lock = threading.Lock()
-        self._gather_seconds = gather_seconds
-        self._idle_seconds = idle_seconds
-        self._sent_at = time.monotonic()
-        self._held_after_end = threading.Event()  # a request's end left lines held
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._send_when_idle, name="log-relay-sender", daemon=True
-        )
-        self._thread.start()
 
     def write(self, message: Message) -> None:
         with self._lock:
@@ -169,31 +144,12 @@ class RelaySender:
     def request_ended(self) -> None:
         with self._lock:
             self._requests = max(0, self._requests - 1)
-            if time.monotonic() - self._sent_at >= self._gather_seconds:
-                self._send_held()
-                return
-        self._held_after_end.set()  # wakes the thread only when it is not waiting already
-
-    def stop(self) -> None:
-        """Have the thread send what is held, now, and end: loguru calls it when it removes the
-        sink, as the worker exits."""
-        self._stopping.set()
-        self._held_after_end.set()
-        self._thread.join(timeout=STOP_TIMEOUT_SECONDS)
-
-    def _send_when_idle(self) -> None:
-        while not self._stopping.is_set():
-            self._held_after_end.wait()
-            self._stopping.wait(self._idle_seconds)  # stop() has it send at once
-            self._held_after_end.clear()
-            with self._lock:
-                self._send_held()
+            self._send_held()
 
     def _send_held(self) -> None:
         held, self._held, self._held_characters = self._held, [], 0
         if not held:
             return  # an empty datagram is the master's signal to stop
-        self._sent_at = time.monotonic()
         if len(together := "".join(held).encode("utf-8")) <= MAX_DATAGRAM:
             _send(self._sender, together)
             return
@@ -210,7 +166,7 @@ def forward_logs_to_master(settings: Settings, address: str) -> None:
     global _relay_sender
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sender.connect(address)
-    _relay_sender = RelaySender(sender, GATHER_SECONDS, IDLE_SEND_SECONDS)
+    _relay_sender = RelaySender(sender)
     renderers = line_renderers(settings)
     logger.remove()
     logger.add(
@@ -227,8 +183,7 @@ def request_started() -> None:
 
 
 def request_ended() -> None:
-    """gunicorn's post_request: the request's lines go to the master, with those of the
-    requests that end soon after."""
+    """gunicorn's post_request: the request's lines go to the master."""
     if _relay_sender is not None:
         _relay_sender.request_ended()
 
