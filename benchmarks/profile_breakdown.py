@@ -40,7 +40,7 @@ BOUNDARIES = [
     ("_request_started (sentry_sdk/integrations/flask.py", "Sentry: request_started signal"),
     ("timeouts.py", "timeouts hook"),
     ("security", "security hooks"),
-    ("observability/metrics.py", "metrics: own hooks (in-flight, resources, timeouts)"),
+    ("observability/metrics.py", "metrics: own hooks (requests, in flight, resources, timeouts)"),
     ("prometheus_flask_exporter", "metrics: exporter before/after hooks"),
     ("observability/tracing.py", "tracing hooks"),
     ("health.py", "health/shutdown"),
