@@ -191,9 +191,9 @@ class RequestMetrics:
 
     def _record(self, timing: RequestTiming, status: int) -> None:
         timing.recorded = True
-        key = (request.method, str(request.url_rule), status)
+        method, route = request.method, str(request.url_rule)
+        key = (method, route, status)
         if (series := self._series.get(key)) is None:
-            method, route, _ = key
             series = self._series[key] = (
                 self.duration.labels(method, route, status),
                 self.requests.labels(method, status),
