@@ -12,12 +12,14 @@ import time
 import pytest
 from loguru import logger
 
+from {{ cookiecutter.package_name }}.observability import log_relay
 from {{ cookiecutter.package_name }}.observability.log_lines import (
     line_renderers,
 )
 from {{ cookiecutter.package_name }}.observability.log_relay import (
     HELD_CHARACTERS,
     MAX_DATAGRAM,
+    SENT_AT,
     LogRelay,
     RelaySender,
     _fitted,
@@ -27,6 +29,7 @@ from {{ cookiecutter.package_name }}.observability.log_relay import (
     pack_lines,
     request_ended,
     request_started,
+    sent_at_and_text,
     unpack_records,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
@@ -155,6 +158,79 @@ def test_a_worker_is_forked_only_between_two_lines_the_master_writes(monkeypatch
     _, status = os.waitpid(pid, 0)
     relay.stop()
     assert os.waitstatus_to_exitcode(status) == 0, "the worker was forked in mid-write"
+
+
+@contextlib.contextmanager
+def writing_held(settings, relay):
+    """The master busy between two writes (as on HUP) until the block ends: its thread can
+    still read, but writes nothing."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold(_settings):
+        held.set()
+        release.wait(timeout=60)
+
+    holder = threading.Thread(target=relay.paused(hold), args=(settings,))
+    holder.start()
+    assert held.wait(timeout=60)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_a_worker_logs_on_while_the_master_is_busy_and_its_lines_wait_for_it(master):
+    settings, relay = master
+    go_on, told = os.pipe()
+    # Forked first: a fork waits for the master's write in progress.
+    worker = fork_worker(settings, relay, lambda: os.read(go_on, 1) and numbered_lines(50)())
+    with writing_held(settings, relay):
+        os.write(told, b"!")
+        # Fifty datagrams: a socket that all workers shared would take ten, then block.
+        assert wait_for_exit(worker), "the worker waited for the master to write"
+    relay.stop()
+    assert line_numbers_by_worker(file_records(settings), [worker]) == {worker: list(range(50))}
+
+
+def test_what_a_worker_sent_before_it_was_killed_is_written(master, monkeypatch):
+    monkeypatch.setattr(log_relay, "GATHER_SECONDS", 60)  # the relay reads again at stop()
+    settings, relay = master
+
+    def log_then_die():
+        numbered_lines(20)()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    worker = fork_worker(settings, relay, log_then_die)
+    assert wait_for_exit(worker)
+    relay.stop()
+    assert line_numbers_by_worker(file_records(settings), [worker]) == {worker: list(range(20))}
+
+
+def test_lines_of_several_workers_read_at_once_are_written_in_the_order_they_were_sent(
+    master, monkeypatch
+):
+    monkeypatch.setattr(log_relay, "GATHER_SECONDS", 60)  # one read, at stop(), takes all
+    settings, relay = master
+    connected, says_connected = os.pipe()
+    go_on, told = os.pipe()
+
+    def connect_then_log_when_told():
+        os.write(says_connected, b"!")
+        os.read(go_on, 1)
+        logger.info("second")
+
+    # The first worker to connect logs last: read in the order they connected, its line
+    # would come first.
+    late = fork_worker(settings, relay, connect_then_log_when_told)
+    os.read(connected, 1)
+    early = fork_worker(settings, relay, lambda: logger.info("first"))
+    assert wait_for_exit(early)
+    os.write(told, b"!")
+    assert wait_for_exit(late)
+    relay.stop()
+    messages = [record["message"] for record in file_records(settings)]
+    assert [m for m in messages if m in ("first", "second")] == ["first", "second"]
 
 
 def test_a_worker_killed_while_logging_does_not_block_the_others(master):
@@ -326,14 +402,15 @@ def test_a_record_at_the_datagram_limit_arrives_whole_and_one_byte_more_is_cut(c
 
 
 def sent_datagram(lines: dict[str, str]) -> tuple[bytes, dict[str, str]]:
-    """What a worker sends for a record rendered as `lines`: the datagram, and its lines."""
-    worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    """What a worker sends for a record rendered as `lines`: the datagram's records (what
+    follows the time it was sent), and its lines."""
+    worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with worker, master:
         # Private, but the unit that decides what a datagram holds: no fork needed.
         _send(worker, _fitted(pack_lines("INFO", lines)))
         datagram = master.recv(2 * MAX_DATAGRAM)
-    [(_, received)] = unpack_records(datagram.decode())
-    return datagram, received
+    [(_, received)] = unpack_records(sent_at_and_text(datagram)[1])
+    return datagram[SENT_AT.size :], received
 
 
 def test_a_line_that_console_and_file_share_crosses_once():
@@ -351,7 +428,7 @@ def worker_sender():
     """A worker's sender, loguru's only sink, and a function that returns the messages of
     each datagram it has sent since last asked. Sending is synchronous: what is not in the
     socket yet was not sent."""
-    worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sender = RelaySender(worker)
     renderers = line_renderers(make_settings())
     logger.remove()
@@ -364,7 +441,7 @@ def worker_sender():
                 datagram = master.recv(2 * MAX_DATAGRAM, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return datagrams
-            records = unpack_records(datagram.decode())
+            records = unpack_records(sent_at_and_text(datagram)[1])
             datagrams.append([json.loads(lines["console"])["message"] for _, lines in records])
 
     try:

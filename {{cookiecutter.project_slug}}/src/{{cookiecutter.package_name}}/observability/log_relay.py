@@ -2,19 +2,27 @@
 
 The master owns the sinks, so the log file has one writer: rotation, retention and
 compression happen once and no line is interleaved. Each worker renders its lines and
-sends every record as one datagram on a Unix socket. A datagram arrives whole or not
-at all, and no lock is shared between processes: a worker killed in the middle of
-logging (SIGKILL, the OOM killer) cannot block the others, as a queue shared across
-processes would, whose lock dies held with the worker.
+sends them as datagrams on a Unix socket of its own (SOCK_SEQPACKET, connected to the
+master's). A datagram arrives whole or not at all, and no lock is shared between
+processes: a worker killed in the middle of logging (SIGKILL, the OOM killer) cannot block
+the others, as a queue shared across processes would, whose lock dies held with the worker.
+What it had sent stays in the kernel until the master has read it.
 
 A record is packed as a header line, the JSON array [level, [[destinations, length], ...]],
 then each distinct line once, as rendered (console and file often share the JSON line):
 the lines are not escaped a second time, and the master only slices and writes them.
 
 A datagram holds one record or several. The lines a worker logs while it serves a request
-travel together when the request ends (see RelaySender): one send, and one wake of the
-master, for the request's line and its access line, instead of one each. A line at
-WARNING or above goes at once, with the lines held before it.
+travel together when the request ends (see RelaySender): one send for the request's line
+and its access line, instead of one each. A line at WARNING or above goes at once, with the
+lines held before it.
+
+The master reads every worker's socket at most once per GATHER_SECONDS: under load one wake,
+and one write to each sink, for the requests of all workers in that time. Each connection
+holds what its worker sends meanwhile, up to the socket's buffer (about 200 KB), where one
+socket shared by all workers would hold 10 datagrams (net.unix.max_dgram_qlen) and then make
+them wait. A datagram carries the time it was sent, and the master writes what it read in
+that order, across workers.
 """
 
 from __future__ import annotations
@@ -23,11 +31,15 @@ import functools
 import json
 import logging
 import os
+import selectors
 import shutil
 import socket
+import struct
 import sys
 import threading
+import time
 from collections.abc import Callable
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import orjson
@@ -46,6 +58,10 @@ if TYPE_CHECKING:  # loguru's types exist for type checkers only
 
 # The largest datagram a default Linux socket buffer takes whole, with room to spare.
 MAX_DATAGRAM = 200 * 1024
+# What comes before the records in a datagram: when it was sent (time.monotonic_ns).
+SENT_AT = struct.Struct("=Q")
+# How long the master lets lines come in after it has read: see the docstring above.
+GATHER_SECONDS = 0.01
 CUT_MARK = " [...{} characters cut by the log relay]"
 # A request's lines wait for its end until they make this many characters: a request that
 # logs a lot sends them as it goes, and a worker holds little.
@@ -55,14 +71,22 @@ _SEND_PACKED = "{extra[" + PACKED + "]}"
 
 
 class LogRelay:
-    """The master's end: a socket, and a thread that writes what arrives to the sinks."""
+    """The master's end: a socket the workers connect to, and a thread that writes what
+    they send to the sinks."""
 
     def __init__(self) -> None:
         address = private_socket_address("log-relay-", "relay.sock")
         self._folder = address.parent
         self.address = str(address)
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(self.address)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._listener.bind(self.address)
+        self._listener.listen(socket.SOMAXCONN)
+        self._listener.setblocking(False)
+        self._workers: list[socket.socket] = []
+        self._arrivals = selectors.DefaultSelector()
+        self._arrivals.register(self._listener, selectors.EVENT_READ)
+        self._buffer = bytearray(SENT_AT.size + MAX_DATAGRAM)
+        self._stopping = threading.Event()
         self._writing = threading.Lock()
         # A worker forked while this thread writes a line would inherit the file's buffer
         # locked, and hang at its first touch of it: a fork waits for the line to be written,
@@ -77,14 +101,54 @@ class LogRelay:
         at_master_exit(self.stop)  # a start refused for a bad setting, too
 
     def _write_lines(self) -> None:
-        while datagram := self._socket.recv(MAX_DATAGRAM):
-            records = unpack_records(datagram.decode("utf-8"))
-            with self._writing:
-                write_rendered(records)
+        while not self._stopping.is_set():
+            self._arrivals.select()
+            self._write_arrived()
+            self._stopping.wait(GATHER_SECONDS)  # stop() writes what is left at once
+        self._write_arrived()
+
+    def _write_arrived(self) -> None:
+        """Write what every worker has sent, in the order they sent it."""
+        self._accept_workers()
+        datagrams = [datagram for worker in self._workers[:] for datagram in self._read(worker)]
+        if not datagrams:
+            return
+        datagrams.sort(key=itemgetter(0))
+        records = [record for _, text in datagrams for record in unpack_records(text)]
+        with self._writing:
+            write_rendered(records)
+
+    def _accept_workers(self) -> None:
+        while True:
+            try:
+                worker, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            worker.setblocking(False)
+            self._workers.append(worker)
+            self._arrivals.register(worker, selectors.EVENT_READ)
+
+    def _read(self, worker: socket.socket) -> list[tuple[int, str]]:
+        """The datagrams waiting in a worker's socket, each with the time it was sent; the
+        socket is closed once its worker has exited and everything it sent is read."""
+        datagrams: list[tuple[int, str]] = []
+        while True:
+            try:
+                size = worker.recv_into(self._buffer)
+            except BlockingIOError:
+                return datagrams
+            except ConnectionResetError:
+                size = 0
+            if size == 0:  # a worker sends no empty datagram: this is its exit
+                self._arrivals.unregister(worker)
+                self._workers.remove(worker)
+                worker.close()
+                return datagrams
+            datagrams.append(sent_at_and_text(memoryview(self._buffer)[:size]))
 
     def paused(self, configure: Callable[[Settings], None]) -> Callable[[Settings], None]:
         """`configure`, run between two relayed lines: the sinks it swaps (on HUP) then miss
-        none and write none twice, and lines sent meanwhile wait in the socket."""
+        none and write none twice, and lines sent meanwhile wait in the sockets."""
 
         def configure_paused(settings: Settings) -> None:
             with self._writing:
@@ -94,12 +158,16 @@ class LogRelay:
 
     def stop(self) -> None:
         """Write everything already sent, then close: the workers have exited by now."""
-        if self._socket.fileno() == -1:
+        if self._listener.fileno() == -1:
             return  # already stopped
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as closer:
-            closer.sendto(b"", self.address)  # an empty datagram ends the loop
+        self._stopping.set()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as waker:
+            waker.connect(self.address)  # ends the thread's wait for a worker's line
         self._thread.join(timeout=10)
-        self._socket.close()
+        for worker in self._workers:
+            worker.close()
+        self._arrivals.close()
+        self._listener.close()
         shutil.rmtree(self._folder, ignore_errors=True)
 
 
@@ -149,7 +217,7 @@ class RelaySender:
     def _send_held(self) -> None:
         held, self._held, self._held_characters = self._held, [], 0
         if not held:
-            return  # an empty datagram is the master's signal to stop
+            return  # an empty datagram would read as the worker's exit
         if len(together := "".join(held).encode("utf-8")) <= MAX_DATAGRAM:
             _send(self._sender, together)
             return
@@ -164,7 +232,7 @@ _relay_sender: RelaySender | None = None
 def forward_logs_to_master(settings: Settings, address: str) -> None:
     """In a freshly forked worker: replace the sinks inherited from the master."""
     global _relay_sender
-    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sender.connect(address)
     _relay_sender = RelaySender(sender)
     renderers = line_renderers(settings)
@@ -227,6 +295,12 @@ def unpack_records(datagram: str) -> list[tuple[str, dict[str, str]]]:
     return records
 
 
+def sent_at_and_text(datagram: bytes | memoryview) -> tuple[int, str]:
+    """When a datagram was sent (time.monotonic_ns), and its records, for unpack_records."""
+    [sent_at] = SENT_AT.unpack_from(datagram)
+    return sent_at, str(datagram[SENT_AT.size :], "utf-8")
+
+
 def _fitted(packed: str) -> bytes:
     """One record's datagram, cut to fit when it is too large."""
     datagram = packed.encode("utf-8")
@@ -235,7 +309,8 @@ def _fitted(packed: str) -> bytes:
 
 def _send(sender: socket.socket, datagram: bytes) -> None:
     try:
-        sender.send(datagram)
+        # No SIGPIPE if the master is gone: the error below says so.
+        sender.sendmsg([SENT_AT.pack(time.monotonic_ns()), datagram], (), socket.MSG_NOSIGNAL)
     except OSError as error:
         # The master is gone: stderr still reaches the operator.
         lines = "".join(lines["console"] for _, lines in unpack_records(datagram.decode()))
