@@ -137,8 +137,6 @@ class LogRelay:
                 size = worker.recv_into(self._buffer)
             except BlockingIOError:
                 return datagrams
-            except ConnectionResetError:
-                size = 0
             if size == 0:  # a worker sends no empty datagram: this is its exit
                 self._arrivals.unregister(worker)
                 self._workers.remove(worker)
