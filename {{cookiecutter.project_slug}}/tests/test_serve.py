@@ -1,11 +1,13 @@
 """The service as it runs: under gunicorn in production, on the development server."""
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from . import gc_app
 from .conftest import get, gunicorn_start_refused, wait_until
 from .ecs import ecs_record, ecs_records
 
@@ -63,6 +65,15 @@ def test_a_temporary_folder_too_deep_for_a_socket_address_does_not_stop_it(gunic
     server.stop()
     records = ecs_records((tmp_path / "logs" / "service.log").read_text())
     assert "/api/items/1" in {record.get("url.path") for record in records}  # relayed
+
+
+def test_a_worker_leaves_what_it_loaded_out_of_full_garbage_collections(gunicorn):
+    server = gunicorn(workers=1, app=gc_app.APP)
+    status, _, body = get(f"{server.url}/gc")
+    assert status == 200
+    counts = json.loads(body)
+    # The modules and the app, tens of thousands of objects, against what serving has made.
+    assert counts["frozen"] > counts["tracked"]
 
 
 def test_the_development_server_serves_too(start_service):
