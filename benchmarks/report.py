@@ -79,7 +79,11 @@ def _targets(targets: dict) -> str:
     lines = ["Targets (ratios of CPU per request, p99 or req/s, each variant's round as above):"]
     for name, target in targets.items():
         verdict = "met" if target["met"] else "MISSED"
-        lines.append(f"  {name:<40} {target['value']:>6}  (target {target['target']}): {verdict}")
+        by_round = ", ".join(str(ratio) for ratio in target["rounds"])
+        lines.append(
+            f"  {name:<40} {target['value']:>6}  (target {target['target']}): {verdict};"
+            f" round by round {by_round}"
+        )
     return "\n".join(lines)
 
 
