@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from {{ cookiecutter.package_name }}.observability import metrics_store
+from {{ cookiecutter.package_name }}.observability import metrics_exposition, metrics_store
 
 from .conftest import PROJECT_DIR, get, wait_until
 from .test_metrics import sample
@@ -47,6 +48,17 @@ for mode in Gauge._MULTIPROC_MODES:
 print(os.getpid())
 """
 
+# A counter and a histogram whose help text changes from one release to the next.
+HELP_BY_RELEASE = """
+import os, sys
+from prometheus_client import Counter, Histogram
+
+n = int(sys.argv[1])
+Counter("jobs", f"Jobs done (release {n})", ["queue"]).labels("mail").inc(n)
+Histogram("job_seconds", f"Job time (release {n})", buckets=(1, 3)).observe(n)
+print(os.getpid())
+"""
+
 
 def run_worker(directory: Path, n: int, script: str = WRITER) -> int:
     finished = subprocess.run(
@@ -57,22 +69,31 @@ def run_worker(directory: Path, n: int, script: str = WRITER) -> int:
     return int(finished.stdout)
 
 
-def scrape_directory(directory: Path) -> list[str]:
+# The plain text format (curl, a browser) and OpenMetrics (Prometheus).
+ACCEPT_HEADERS = [None, "application/openmetrics-text; version=1.0.0"]
+
+
+def scrape_directory(directory: Path, accept: str | None = None) -> list[str]:
+    """prometheus_client's own scrape of the directory."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))
-    return sorted(generate_latest(registry).decode().splitlines())
+    encode, _content_type = choose_encoder(accept or "")
+    return sorted(encode(registry).decode().splitlines())
 
 
-def scrape_with_the_store(directory: Path) -> list[str]:
+def scrape_with_the_store(directory: Path, accept: str | None = None) -> list[str]:
+    """The service's scrape: the store's collector, written by the cached formats."""
     registry = CollectorRegistry()
     metrics_store.LockedMultiProcessCollector(registry, path=str(directory))
-    return sorted(generate_latest(registry).decode().splitlines())
+    text, _content_type = metrics_exposition.scrape(registry, accept, None)
+    return sorted(text.decode().splitlines())
 
 
 def assert_scrapes_as_prometheus_client(directory: Path) -> None:
-    expected = scrape_directory(directory)
-    assert scrape_with_the_store(directory) == expected
-    assert scrape_with_the_store(directory) == expected  # from what the first one kept
+    for accept in ACCEPT_HEADERS:
+        expected = scrape_directory(directory, accept)
+        assert scrape_with_the_store(directory, accept) == expected
+        assert scrape_with_the_store(directory, accept) == expected  # from what the first kept
 
 
 def write_sample(path: Path, key: str, value: float) -> None:
@@ -142,6 +163,17 @@ def test_a_scrape_adds_up_every_kind_as_prometheus_client_does(tmp_path):
     scraped = scrape_with_the_store(tmp_path)
     assert 'job_seconds_bucket{le="3.0",queue="mail"} 2.0' in scraped  # 2 and 3, not 5
     assert 'depth_livemin{queue="mail"} 2.0' in scraped
+
+
+def test_a_series_whose_help_changed_in_a_release_is_added_up_as_one(tmp_path):
+    """A reload (HUP) brings workers that write the same series under a new help text, while
+    the archive and the old workers' files hold the old one: one series, added up."""
+    for n in (2, 5, 3):
+        run_worker(tmp_path, n, HELP_BY_RELEASE)
+    assert_scrapes_as_prometheus_client(tmp_path)
+    scraped = scrape_with_the_store(tmp_path)
+    assert 'job_seconds_bucket{le="3.0"} 2.0' in scraped
+    assert 'job_seconds_bucket{le="+Inf"} 3.0' in scraped
 
 
 def test_a_scrape_reads_the_keys_and_values_written_since_the_last(tmp_path):

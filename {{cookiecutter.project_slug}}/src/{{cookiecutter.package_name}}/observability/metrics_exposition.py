@@ -6,13 +6,15 @@ for, takes twice as long as the plain text format). The series hardly change fro
 to the next, so each format here keeps what the library wrote for each metric's header and
 for each series before its value, and a scrape only formats the values. What it keeps is
 what the last scrape saw: a series gone (a dead worker's) is forgotten at the next scrape.
+The multiprocess store gives each sample an id it made once (IdentifiedMetric): looking a
+series up by a key made from its labels was most of what writing a scrape cost.
 
 A metric whose samples carry what this does not write (timestamps, exemplars, native
 histograms, the samples the plain text format moves to the end) is left to the library.
 """
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from functools import partial
 from threading import Lock
 
@@ -24,7 +26,7 @@ from prometheus_client.utils import floatToGoString
 
 Encode = Callable[[Collector], bytes]
 Family = tuple[str, str, str, str]  # name, type, help, unit
-Series = tuple[str, str, tuple[tuple[str, str], ...]]  # metric, sample name, labels
+SeriesId = Hashable  # one per sample name and labels, within a metric
 # The samples the plain text format moves after the others, as gauges of their own.
 MOVED_SUFFIXES = ("_created", "_gsum", "_gcount")
 # Formats kept at once: the Accept header chooses the version and escaping, so a client
@@ -65,6 +67,19 @@ def _format_key(encode: Encode) -> object:
     return encode
 
 
+class IdentifiedMetric(Metric):
+    """A metric whose collector gives each sample an id: equal for the same sample name and
+    labels, scrape after scrape, and cheaper to look up than the labels themselves."""
+
+    sample_ids: list[SeriesId]
+
+
+def _series_ids(metric: Metric) -> list[SeriesId]:
+    if isinstance(metric, IdentifiedMetric):
+        return metric.sample_ids
+    return [(one.name, tuple(one.labels.items())) for one in metric.samples]
+
+
 class _Metrics:
     """A collector of the metrics given."""
 
@@ -83,13 +98,13 @@ class CachedFormat:
         # What follows the last metric ("# EOF" in OpenMetrics, nothing in plain text).
         self._end = encode(_Metrics([])).decode("utf-8")
         self._headers: dict[Family, str] = {}
-        self._prefixes: dict[Series, str] = {}
+        self._prefixes: dict[str, dict[SeriesId, str]] = {}  # by metric
 
     def __call__(self, registry: Collector) -> bytes:
         # What the last scrape kept, read once: a concurrent scrape may replace it meanwhile.
         kept_headers, kept_prefixes = self._headers, self._prefixes
         headers: dict[Family, str] = {}
-        prefixes: dict[Series, str] = {}
+        prefixes: dict[str, dict[SeriesId, str]] = {}
         output = []
         for metric in registry.collect():
             if not _only_plain_samples(metric):
@@ -99,19 +114,13 @@ class CachedFormat:
             header = headers.get(family) or kept_headers.get(family) or self._header(metric)
             headers[family] = header
             output.append(header)
-            series = [(metric.name, one.name, tuple(one.labels.items())) for one in metric.samples]
-            new = {
-                key: sample
-                for key, sample in zip(series, metric.samples, strict=True)
-                if key not in prefixes and key not in kept_prefixes
-            }
-            if new:
-                written = self._prefixes_of(metric, header, [*new.values()])
-                prefixes.update(zip(new, written, strict=True))
-            for key, sample in zip(series, metric.samples, strict=True):
-                prefix = prefixes[key] if key in prefixes else kept_prefixes[key]
-                prefixes[key] = prefix
-                output.append(f"{prefix}{written_value(sample.value)}\n")
+            series = _series_ids(metric)
+            written = self._series_prefixes(metric, header, series, kept_prefixes)
+            prefixes.setdefault(metric.name, {}).update(zip(series, written, strict=True))
+            output += [
+                f"{prefix}{written_value(sample.value)}\n"
+                for prefix, sample in zip(written, metric.samples, strict=True)
+            ]
         output.append(self._end)
         # Concurrent scrapes each keep what they saw; the last one to end wins.
         self._headers, self._prefixes = headers, prefixes
@@ -126,6 +135,24 @@ class CachedFormat:
 
     def _header(self, metric: Metric) -> str:
         return self._written(metric, samples=[])
+
+    def _series_prefixes(
+        self,
+        metric: Metric,
+        header: str,
+        series: list[SeriesId],
+        kept_prefixes: dict[str, dict[SeriesId, str]],
+    ) -> list[str]:
+        """Each sample's line up to its value: as the last scrape kept it, or written now for
+        the series new since."""
+        kept = kept_prefixes.get(metric.name, {})
+        try:
+            return [kept[one] for one in series]
+        except KeyError:
+            samples = zip(series, metric.samples, strict=True)
+            new = [sample for one, sample in samples if one not in kept]
+            written = iter(self._prefixes_of(metric, header, new))
+            return [kept[one] if one in kept else next(written) for one in series]
 
     def _prefixes_of(self, metric: Metric, header: str, samples: list[Sample]) -> list[str]:
         """Each series' line up to its value: the library's lines for values whose text is

@@ -22,7 +22,6 @@ stay. The `live*` modes need no folding: `mark_process_dead` deletes their files
 """
 
 import fcntl
-import functools
 import glob
 import json
 import os
@@ -37,7 +36,8 @@ from prometheus_client import Metric, multiprocess
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.samples import Sample as MetricSample
-from prometheus_client.utils import floatToGoString
+
+from .metrics_exposition import IdentifiedMetric, written_value
 
 LOCK_FILE = "fold.lock"  # not *.db: prometheus_client reads every .db file as samples
 ARCHIVE = "archive"  # in place of the pid: a gauge's file name gives its `pid` label
@@ -104,7 +104,9 @@ class _SampleFiles:
     prometheus_client's merge decodes every key of every file on every scrape (JSON, one
     Python object per sample): at 8 workers and 100 routes, 13,000 samples and 90 ms. Keys
     never change place in a file, so only the values are read again; samples are added up
-    by their raw key, and each distinct key is decoded once for all the files.
+    by their raw key, and each distinct key is decoded once for all the files, into what a
+    scrape needs of it: its sample's id and, for a bucket, its bound and the id it is
+    written under.
     """
 
     def __init__(self, directory: str) -> None:
@@ -140,48 +142,59 @@ class _SampleFiles:
     def _accumulate(self, combined: dict[FileKind, dict[str, Sample]]) -> Iterable[Metric]:
         """prometheus_client's _accumulate_metrics, from one sample per key and kind of file."""
         series, self._series = self._series, {}  # forget the keys that went away
-        metrics: dict[str, Metric] = {}
-        values: dict[str, dict[SampleId, float]] = {}  # by metric
-        buckets: dict[str, dict[Labels, dict[float, float]]] = {}  # by metric, labels, bound
+        families: dict[str, _Family] = {}
         for (typ, mode, pid), samples in combined.items():
             for key, (value, timestamp) in samples.items():
                 one = self._series[key] = series.get(key) or _Series.of(key)
-                if (metric := metrics.get(one.metric)) is None:
-                    metric = metrics[one.metric] = Metric(one.metric, one.help_text, typ)
-                    values[one.metric], buckets[one.metric] = {}, {}
-                metric_values = values[one.metric]
-                if metric.type == "histogram" and one.le is not None:
-                    by_bound = buckets[one.metric].setdefault(one.labels_but_le, {})
-                    bound = float(one.le)
-                    by_bound[bound] = by_bound.get(bound, 0.0) + value
-                elif metric.type != "gauge":
-                    metric_values[one.id] = metric_values.get(one.id, 0.0) + value
+                if (family := families.get(one.metric)) is None:
+                    family = families[one.metric] = _Family(one, typ)
+                if family.histogram and one.bound is not None:
+                    family.add_to_bucket(one, one.bound, value)
+                elif family.type != "gauge":
+                    family.add(one.id, value)
                 elif pid:  # modes all and liveall: one series per process
-                    metric_values[(one.id[0], (*one.id[1], ("pid", pid)))] = value
+                    family.values[(one.id[0], (*one.id[1], ("pid", pid)))] = value
                 elif timestamp > 0 or not mode.endswith("mostrecent"):  # as prometheus_client
-                    metric_values[one.id] = value  # the files of this mode are combined already
-        for name, metric in metrics.items():
-            _add_cumulative_buckets(metric.name, buckets[name], values[name])
-            metric.samples = [
-                MetricSample(sample_name, dict(labels), value)
-                for (sample_name, labels), value in values[name].items()
-            ]
-        return metrics.values()
+                    family.values[one.id] = value  # the files of this mode are combined already
+        return [family.metric() for family in families.values()]
 
 
-def _add_cumulative_buckets(
-    name: str, buckets: dict[Labels, dict[float, float]], values: dict[SampleId, float]
-) -> None:
-    """Each bucket counts the samples of the lower ones too, and _count is the last one."""
-    for labels, by_bound in buckets.items():
-        count = 0.0
-        for bound, value in sorted(by_bound.items()):
-            count += value
-            values[(f"{name}_bucket", (*labels, ("le", _bound_text(bound))))] = count
-        values[(f"{name}_count", labels)] = count
+class _Family:
+    """The samples of one metric in a scrape, added up by series."""
 
+    def __init__(self, first: "_Series", typ: str) -> None:
+        self.name, self.help_text, self.type = first.metric, first.help_text, typ
+        self.histogram = typ == "histogram"
+        self.values: dict[SampleId, float] = {}
+        # A histogram's buckets by labels and bound: their own count, and their sample id.
+        self.buckets: dict[Labels, dict[float, tuple[float, SampleId]]] = {}
 
-_bound_text = functools.lru_cache(maxsize=1024)(floatToGoString)  # few bounds, many scrapes
+    def add(self, sample_id: SampleId, value: float) -> None:
+        self.values[sample_id] = self.values.get(sample_id, 0.0) + value
+
+    def add_to_bucket(self, bucket: "_Series", bound: float, value: float) -> None:
+        by_bound = self.buckets.setdefault(bucket.labels_but_le, {})
+        count = by_bound[bound][0] if bound in by_bound else 0.0
+        by_bound[bound] = (count + value, bucket.bucket_id)
+
+    def metric(self) -> Metric:
+        self._add_cumulative_buckets()
+        metric = IdentifiedMetric(self.name, self.help_text, self.type)
+        metric.sample_ids = list(self.values)
+        metric.samples = [
+            MetricSample(name, dict(labels), value) for (name, labels), value in self.values.items()
+        ]
+        return metric
+
+    def _add_cumulative_buckets(self) -> None:
+        """Each bucket counts the samples of the lower ones too, and _count is the last one."""
+        for labels, by_bound in self.buckets.items():
+            count = 0.0
+            for bound in sorted(by_bound):
+                value, sample_id = by_bound[bound]
+                count += value
+                self.values[sample_id] = count
+            self.values[(f"{self.name}_count", labels)] = count
 
 
 class _Series(NamedTuple):
@@ -190,15 +203,21 @@ class _Series(NamedTuple):
     metric: str
     help_text: str
     id: SampleId
-    le: str | None  # a histogram's bucket bound
+    bound: float | None  # a histogram bucket's upper bound
     labels_but_le: Labels
+    bucket_id: SampleId  # a bucket's counting the lower ones: `le` written last (others: id)
 
     @classmethod
     def of(cls, key: str) -> "_Series":
         metric, name, labels, help_text = json.loads(key)
         sorted_labels = tuple(sorted(labels.items()))
         but_le = tuple(label for label in sorted_labels if label[0] != "le")
-        return cls(metric, help_text, (name, sorted_labels), labels.get("le"), but_le)
+        sample_id = (name, sorted_labels)
+        if (le := labels.get("le")) is None:
+            return cls(metric, help_text, sample_id, None, but_le, sample_id)
+        bound = float(le)
+        bucket_id = (f"{metric}_bucket", (*but_le, ("le", written_value(bound))))
+        return cls(metric, help_text, sample_id, bound, but_le, bucket_id)
 
 
 class _Layout:
