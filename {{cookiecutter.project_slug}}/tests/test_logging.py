@@ -14,6 +14,7 @@ from gunicorn.config import Config
 from loguru import logger
 
 from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.observability import request_context
 from {{ cookiecutter.package_name }}.observability.log_adapters import (
     GunicornLogger,
 )
@@ -202,12 +203,17 @@ def gunicorn_logger_writing_access_lines() -> GunicornLogger:
     return gunicorn_logger
 
 
+def ids_of_request(request_id: str) -> dict[str, tuple[str, str, str]]:
+    """What request_context leaves in the environ of a request that reached the app."""
+    return {request_context.REQUEST_IDS_KEY: (request_id, "-", "-")}
+
+
 def test_gunicorn_access_lines_are_structured(capsys):
     configure_logging(make_settings())
     gunicorn_logger = gunicorn_logger_writing_access_lines()
     response = SimpleNamespace(status="404 NOT FOUND", sent=9, headers=[("X-Request-ID", "req-1")])
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/nothing", "REMOTE_ADDR": "127.0.0.1",
-               "HTTP_USER_AGENT": "probe\nFORGED"}  # fmt: skip
+               "HTTP_USER_AGENT": "probe\nFORGED", **ids_of_request("req-1")}  # fmt: skip
     gunicorn_logger.access(response, None, environ, timedelta(milliseconds=12))
     record = json_lines(capsys.readouterr().out)[-1]
     # Queries and log collectors read these names: each one is part of the contract.
@@ -228,7 +234,8 @@ def test_gunicorn_access_lines_are_structured(capsys):
 def test_a_request_without_a_user_agent_has_no_user_agent_field(capsys):
     configure_logging(make_settings())
     response = SimpleNamespace(status="200 OK", sent=2, headers=[("X-Request-ID", "req-2")])
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": "127.0.0.1"}
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": "127.0.0.1",
+               **ids_of_request("req-2")}  # fmt: skip
     gunicorn_logger_writing_access_lines().access(response, None, environ, timedelta(0))
     record = json_lines(capsys.readouterr().out)[-1]
     assert record["http.request.id"] == "req-2"

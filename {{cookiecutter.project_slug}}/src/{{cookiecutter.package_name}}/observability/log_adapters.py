@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from loguru import logger
 
-from .request_context import REQUEST_ID_HEADER, TRACE_IDS_KEY
+from .request_context import REQUEST_IDS_KEY, RequestIds
 from .timeouts import RequestTimeout
 
 if TYPE_CHECKING:  # annotations only
@@ -74,7 +74,7 @@ class GunicornLogger(GunicornBaseLogger):
         path = environ.get("PATH_INFO") or getattr(req, "path", None) or "-"
         duration_ms = request_time.total_seconds() * 1000
         status = _status_code(resp)
-        trace_id, span_id = _trace_ids(environ)
+        request_id, trace_id, span_id = _request_ids(environ)
         # ECS leaves out a field that has no value, rather than filling it with "-".
         agent = environ.get("HTTP_USER_AGENT")
         user_agent = {"user_agent.original": agent} if agent else {}
@@ -87,8 +87,7 @@ class GunicornLogger(GunicornBaseLogger):
             status,
             duration_ms,
             _logger="gunicorn.access",
-            # Logged after the request has ended: its id is in the answer's header by now.
-            request_id=_response_header(resp, REQUEST_ID_HEADER) or _timed_out_request_id(),
+            request_id=request_id,
             trace_id=trace_id,
             span_id=span_id,
             **{
@@ -109,17 +108,13 @@ def _status_code(resp: Response) -> int | None:
     return int(status) if status.isdigit() else None
 
 
-def _trace_ids(environ: Mapping[str, object]) -> tuple[str, str]:
-    """Put there by request_context; an answer gunicorn writes itself has none."""
-    ids = environ.get(TRACE_IDS_KEY)
-    return ids if isinstance(ids, tuple) else ("-", "-")
-
-
-def _response_header(resp: Response, name: str) -> str | None:
-    return next((value for key, value in resp.headers if key.lower() == name.lower()), None)
+def _request_ids(environ: Mapping[str, object]) -> RequestIds:
+    """Put there by request_context. gunicorn answers a timed-out request itself, from an
+    environ of its own."""
+    ids = environ.get(REQUEST_IDS_KEY)
+    return ids if isinstance(ids, tuple) else (_timed_out_request_id(), "-", "-")
 
 
 def _timed_out_request_id() -> str:
-    """gunicorn answers a timed-out request itself, with none of the service's headers."""
     error = sys.exception()
     return error.request_id if isinstance(error, RequestTimeout) else "-"

@@ -52,11 +52,15 @@ def line_renderers(settings: Settings) -> dict[str, Render]:
 def text_line(record: Record) -> str:
     """One line for people. Control characters in a message (a header, a path) are escaped:
     a newline cannot forge another line, nor an escape sequence rewrite a terminal."""
-    message = record["message"].translate(_ESCAPED_CONTROLS)
+    message = record["message"]
+    if not message.isprintable():  # a tenth of translate()'s cost on every line
+        message = message.translate(_ESCAPED_CONTROLS)
     extra = record["extra"]
+    # Local time to the millisecond, with no offset: isoformat costs half of strftime.
+    time = record["time"].isoformat(" ", "milliseconds")[:23]
     line = (
-        f"{record['time']:%Y-%m-%d %H:%M:%S}.{record['time'].microsecond // 1000:03d} | "
-        f"{record['level'].name:<8} | {extra['request_id']} | {extra['_logger']} - {message}\n"
+        f"{time} | {record['level'].name:<8} | {extra['request_id']} | {extra['_logger']} - "
+        f"{message}\n"
     )
     if (raised := _raised(record)) is not None:
         line += _stack_trace(raised)

@@ -2,7 +2,7 @@
 
 Other modules read them with `current_request_id()`, `current_trace_id()` and
 `current_span_id()`: "-" outside a request. The access line, written after the request has
-ended, finds the trace and span ids in the WSGI environ, under TRACE_IDS_KEY.
+ended, finds all three in the WSGI environ, under REQUEST_IDS_KEY.
 
 `X-Request-ID` from the client (or a proxy) is kept only when it is short and made of
 safe characters; anything else is replaced, so a header cannot forge or break a log
@@ -19,6 +19,9 @@ from contextvars import ContextVar
 from flask import Flask, Response, current_app, g, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# The headers as the WSGI environ holds them: read there, without Flask's header mapping.
+REQUEST_ID_VARIABLE = "HTTP_X_REQUEST_ID"
+TRACEPARENT_VARIABLE = "HTTP_TRACEPARENT"
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # version-traceid-parentid-flags; all-zero ids are invalid by the W3C spec.
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?!0{32})([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -28,7 +31,8 @@ _trace_id: ContextVar[str] = ContextVar("trace_id", default="-")
 _span_id: ContextVar[str] = ContextVar("span_id", default="-")
 
 SpanIds = tuple[str, str]  # a trace id and a span id, in hex as W3C Trace Context writes them
-TRACE_IDS_KEY = f"{__name__}.trace_ids"
+RequestIds = tuple[str, str, str]  # the request id, the trace id and the span id
+REQUEST_IDS_KEY = f"{__name__}.ids"
 
 
 def current_request_id() -> str:
@@ -67,9 +71,10 @@ def incoming_trace_id(traceparent: str | None) -> str:
 
 
 def _start_request() -> None:
-    request_id = incoming_request_id(request.headers.get(REQUEST_ID_HEADER))
-    trace_id, span_id = _span_ids() or (incoming_trace_id(request.headers.get("traceparent")), "-")
-    request.environ[TRACE_IDS_KEY] = (trace_id, span_id)
+    environ = request.environ
+    request_id = incoming_request_id(environ.get(REQUEST_ID_VARIABLE))
+    trace_id, span_id = _span_ids() or (incoming_trace_id(environ.get(TRACEPARENT_VARIABLE)), "-")
+    environ[REQUEST_IDS_KEY] = (request_id, trace_id, span_id)
     g.context_tokens = (_request_id.set(request_id), _trace_id.set(trace_id), _span_id.set(span_id))
 
 
