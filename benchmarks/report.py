@@ -76,7 +76,10 @@ def throughput_report(section: dict) -> str:
 def _targets(targets: dict) -> str:
     if not targets:
         return "Targets: none of them had its variants in this run."
-    lines = ["Targets (ratios of CPU per request, p99 or req/s, each variant's round as above):"]
+    lines = [
+        "Targets (ratios of CPU per request, p99 or req/s: the median of each round's ratio, its"
+        " two variants run one after the other):"
+    ]
     for name, target in targets.items():
         verdict = "met" if target["met"] else "MISSED"
         by_round = ", ".join(str(ratio) for ratio in target["rounds"])
