@@ -13,7 +13,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from {{ cookiecutter.package_name }}.observability import metrics_exposition, metrics_store
+from {{ cookiecutter.package_name }}.observability import (
+    metrics_exposition,
+    metrics_store,
+)
 
 from .conftest import PROJECT_DIR, get, wait_until
 from .test_metrics import sample
