@@ -284,10 +284,11 @@ def test_the_installed_default_project_knows_its_release(baked):
     project = baked("all-defaults")
     install = project.install()
     assert install.returncode == 0, install.stderr
+    # One write: the service's console writer, a thread, may write its lines between two.
     check = project.run(
         str(project.python), "-c",
         "from my_service.app import create_app; from my_service.settings import load_settings;"
-        "print(create_app().name, load_settings().app_release)",
+        "print(f'{create_app().name} {load_settings().app_release}')",
         PYTHONPATH="",
     )  # fmt: skip
     assert check.returncode == 0, check.stderr
