@@ -82,10 +82,19 @@ def wait_until(condition, what: str, timeout: float = 20.0):
     return result
 
 
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now and not given out before in this process: the kernel may hand the
+    same free port to two calls in a row, and a service's PORT and METRICS_PORT must differ."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def get(url: str, headers: dict | None = None, timeout: float = 10) -> tuple[int, dict, bytes]:
