@@ -14,10 +14,19 @@ from typing import ClassVar
 LOOPBACK = "127.0.0.1"
 
 
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    """A port free now and not given out before in this process: the kernel may hand the
+    same free port to two calls in a row, and the servers a test starts need ports apart."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((LOOPBACK, 0))
+            port = sock.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def fetch(url: str, timeout: float = 10) -> tuple[int, bytes]:
