@@ -33,7 +33,7 @@ WAITS = ("readinto", "_safe_read", "_read_status", "Thread.run", "wait (", "sele
 # Innermost frame that matches decides the owner: (substring of the frame, owner).
 BOUNDARIES = [
     ("request_ended (", "a request's log lines sent to the master (post_request)"),
-    ("log_adapters.py", "access line (gunicorn access → loguru)"),
+    ("log_adapters.py", "access line (gunicorn access)"),
     ("views.py", "view itself"),
     ("request_context.py", "request id + context hooks"),
     ("errors.py", "Sentry: tag request ids hook"),
@@ -80,7 +80,7 @@ def classify(frames: list[str]) -> tuple[str, str]:
     if logger_at is not None:
         caller = frames[logger_at - 1] if logger_at else ""
         owner = (
-            "access line (gunicorn access → loguru)"
+            "access line (gunicorn access)"
             if any("log_adapters.py" in f for f in frames)
             else "app log line (view's logger.info)"
             if "views.py" in caller

@@ -9,10 +9,8 @@ import gc
 from functools import partial
 from typing import TYPE_CHECKING
 
-from {{ cookiecutter.package_name }}.observability.log_adapters import (
-    GunicornLogger,
-)
 from {{ cookiecutter.package_name }}.observability.log_relay import (
+    RelayingGunicornLogger,
     forward_logs_to_master,
     request_ended,
     request_started,
@@ -93,7 +91,7 @@ timeout = settings.gunicorn_timeout
 graceful_timeout = 20
 keepalive = 5
 accesslog = "-"
-logger_class = GunicornLogger
+logger_class = RelayingGunicornLogger
 # gunicorn's control socket defaults to one path per user, shared by every instance on the host.
 control_socket_disable = True
 

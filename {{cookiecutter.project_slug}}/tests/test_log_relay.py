@@ -8,8 +8,11 @@ import socket
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
+from gunicorn.config import Config
 from loguru import logger
 
 from {{ cookiecutter.package_name }}.observability import log_relay
@@ -21,6 +24,7 @@ from {{ cookiecutter.package_name }}.observability.log_relay import (
     MAX_DATAGRAM,
     SENT_AT,
     LogRelay,
+    RelayingGunicornLogger,
     RelaySender,
     _fitted,
     _pack,
@@ -38,6 +42,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
 
 from .conftest import make_settings
 from .ecs import ecs_records
+from .test_logging import ids_of_request
 
 
 @pytest.fixture
@@ -347,6 +352,7 @@ def test_workers_leave_out_the_records_below_the_log_level(master):
 
     def log_both():
         logger.info("below the level")
+        log_access_line(RelayingGunicornLogger, "/below-the-level-too")
         logger.warning("at the level")
 
     worker = fork_worker(worker_settings, relay, log_both)
@@ -355,6 +361,46 @@ def test_workers_leave_out_the_records_below_the_log_level(master):
     messages = [record["message"] for record in file_records(settings)]
     assert "at the level" in messages
     assert "below the level" not in messages
+    assert not [message for message in messages if "/below-the-level-too" in message]
+
+
+def log_access_line(logger_class, path: str) -> None:
+    """What gunicorn logs once it has answered a request, in the middle of the request's
+    hooks, as a worker does."""
+    config = Config()
+    config.set("accesslog", "-")
+    response = SimpleNamespace(status="201 CREATED", sent=7, headers=[])
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "REMOTE_ADDR": "10.1.2.3",
+               "HTTP_USER_AGENT": "probe\x1b[2J", **ids_of_request("req-relayed")}  # fmt: skip
+    request_started()
+    logger_class(config).access(response, None, environ, timedelta(microseconds=12_345))
+    request_ended()
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_workers_access_line_is_the_line_loguru_would_make(tmp_path, capfd, log_format):
+    # A worker renders its access line without a loguru record: the same line all the same.
+    settings = make_settings(log_file=tmp_path / "service.log", log_format=log_format)
+    configure_logging(settings)
+    relay = LogRelay()
+    started = datetime.now(UTC) - timedelta(milliseconds=1)  # lines write whole milliseconds
+    worker = fork_worker(settings, relay, lambda: log_access_line(RelayingGunicornLogger, "/w"))
+    assert wait_for_exit(worker)
+    relay.stop()
+    log_access_line(RelayingGunicornLogger, "/w")  # in the master: through loguru
+    relayed, logged = file_records(settings)[-2:]
+    assert relayed["process.pid"] == worker
+    times = [datetime.fromisoformat(record.pop("@timestamp")) for record in (relayed, logged)]
+    assert started <= times[0] <= times[1] <= datetime.now(UTC)
+    del relayed["process.pid"], logged["process.pid"]
+    assert relayed == logged
+    assert relayed["message"] == "POST /w 201 12.3ms"
+    console = [line for line in capfd.readouterr().out.splitlines() if "POST /w " in line]
+    assert len(console) == 2
+    if log_format == "text":  # the same but for the time, which the line starts with
+        assert datetime.fromisoformat(console[0][:23]).astimezone(UTC) == times[0]
+        assert console[0][23:] == console[1][23:] != ""
+        assert "probe" not in console[0]  # the user agent is a JSON field only
 
 
 @pytest.mark.parametrize("over", [0, 1], ids=["at-the-limit", "one-byte-over"])
@@ -465,6 +511,30 @@ def test_a_requests_lines_travel_together_when_it_ends_and_others_at_once():
         assert sent() == [["in the view", "a detail", "the access line"]]
         logger.info("between requests")
         assert sent() == [["between requests"]]
+
+
+def test_a_workers_access_line_travels_with_the_lines_of_its_request(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_relay, "_forwarding", None)  # put back: this process is no worker
+    address = str(tmp_path / "relay.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind(address)
+        listener.listen()
+        forward_logs_to_master(make_settings(), address)
+        master, _ = listener.accept()
+    with master:
+        request_started()
+        logger.info("in the view")
+        config = Config()
+        config.set("accesslog", "-")
+        response = SimpleNamespace(status="200 OK", sent=2, headers=[])
+        RelayingGunicornLogger(config).access(response, None, {}, timedelta(0))
+        with pytest.raises(BlockingIOError):
+            master.recv(MAX_DATAGRAM, socket.MSG_DONTWAIT)
+        request_ended()
+        datagram = master.recv(2 * MAX_DATAGRAM, socket.MSG_DONTWAIT)
+    records = unpack_records(sent_at_and_text(datagram)[1])
+    messages = [json.loads(lines["console"])["message"] for _, lines in records]
+    assert messages == ["in the view", "- - 200 0.0ms"]
 
 
 def test_a_warning_in_a_request_goes_at_once_with_the_lines_held_before_it():

@@ -78,19 +78,13 @@ class GunicornLogger(GunicornBaseLogger):
         # ECS leaves out a field that has no value, rather than filling it with "-".
         agent = environ.get("HTTP_USER_AGENT")
         user_agent = {"user_agent.original": agent} if agent else {}
-        # The fields go in as keyword arguments, which loguru adds to the record's extra
-        # fields: cheaper than bind(), which makes a logger for every request.
-        logger.info(
-            "{} {} {} {:.1f}ms",
-            method,
-            path,
-            status,
-            duration_ms,
-            _logger="gunicorn.access",
-            request_id=request_id,
-            trace_id=trace_id,
-            span_id=span_id,
-            **{
+        self.write_access_line(
+            f"{method} {path} {status} {duration_ms:.1f}ms",
+            {
+                "_logger": "gunicorn.access",
+                "request_id": request_id,
+                "trace_id": trace_id,
+                "span_id": span_id,
                 "http.request.method": method,
                 "url.path": path,
                 "http.response.status_code": status,
@@ -100,6 +94,11 @@ class GunicornLogger(GunicornBaseLogger):
                 **user_agent,
             },
         )
+
+    def write_access_line(self, message: str, fields: dict[str, object]) -> None:
+        # The fields go in as keyword arguments, which loguru adds to the record's extra
+        # fields: cheaper than bind(), which makes a logger for every request.
+        logger.info("{}", message, **fields)
 
 
 def _status_code(resp: Response) -> int | None:

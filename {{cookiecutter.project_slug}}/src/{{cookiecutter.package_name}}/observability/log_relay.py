@@ -39,6 +39,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
@@ -46,9 +48,10 @@ import orjson
 from loguru import logger
 
 from ..settings import Settings
+from .log_adapters import GunicornLogger
 from .log_lines import json_text, line_renderers
 from .log_record_keys import PACKED
-from .log_sinks import Render
+from .log_sinks import Render, line_record
 from .logging import write_rendered
 from .private_sockets import private_socket_address
 from .server_hooks import at_master_exit
@@ -193,13 +196,17 @@ class RelaySender:
         self._lock = threading.Lock()
 
     def write(self, message: Message) -> None:
+        self.hold(message, message.record["level"].no)
+
+    def hold(self, packed: str, level: int) -> None:
+        """A record that _pack has made, at `level` (a number)."""
         with self._lock:
-            self._held.append(message)
-            self._held_characters += len(message)
+            self._held.append(packed)
+            self._held_characters += len(packed)
             if (
                 not self._requests
                 or self._held_characters >= HELD_CHARACTERS
-                or message.record["level"].no >= logging.WARNING
+                or level >= logging.WARNING
             ):
                 self._send_held()
 
@@ -223,38 +230,70 @@ class RelaySender:
             _send(self._sender, _fitted(packed))
 
 
-# This worker's sender, once forward_logs_to_master has made it.
-_relay_sender: RelaySender | None = None
+@dataclass(frozen=True)
+class _Forwarding:
+    """How this worker sends its lines, once forward_logs_to_master has set it up."""
+
+    sender: RelaySender
+    renderers: dict[str, Render]
+    level: int  # the lowest written, as a number
+
+
+_forwarding: _Forwarding | None = None
 
 
 def forward_logs_to_master(settings: Settings, address: str) -> None:
     """In a freshly forked worker: replace the sinks inherited from the master."""
-    global _relay_sender
+    global _forwarding
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sender.connect(address)
-    _relay_sender = RelaySender(sender)
-    renderers = line_renderers(settings)
+    forwarding = _Forwarding(
+        RelaySender(sender), line_renderers(settings), logger.level(settings.log_level).no
+    )
+    _forwarding = forwarding
     logger.remove()
     logger.add(
-        _relay_sender,
+        forwarding.sender,
         level=settings.log_level,
-        format=lambda record: _pack(record, renderers),
+        format=lambda record: _pack(record, forwarding.renderers),
     )
 
 
 def request_started() -> None:
     """gunicorn's pre_request: the lines of the request wait for its end."""
-    if _relay_sender is not None:
-        _relay_sender.request_started()
+    if _forwarding is not None:
+        _forwarding.sender.request_started()
 
 
 def request_ended() -> None:
     """gunicorn's post_request: the request's lines go to the master."""
-    if _relay_sender is not None:
-        _relay_sender.request_ended()
+    if _forwarding is not None:
+        _forwarding.sender.request_ended()
+
+
+class RelayingGunicornLogger(GunicornLogger):
+    """gunicorn's logger, whose access line a worker hands to its relay sender as a line
+    it has made itself: loguru would first make a record of it and offer it to each of its
+    sinks, which costs more than the rest of the line. A sink that a component adds in the
+    worker, for the lines logged in a request, does not see it: it comes after the request."""
+
+    def write_access_line(self, message: str, fields: dict[str, object]) -> None:
+        forwarding = _forwarding
+        if forwarding is None:  # in the master, or before post_fork
+            super().write_access_line(message, fields)
+            return
+        record = line_record(datetime.now().astimezone(), "INFO", message, fields)
+        level = record["level"].no
+        if level >= forwarding.level:
+            forwarding.sender.hold(_packed(record, forwarding.renderers), level)
 
 
 def _pack(record: Record, renderers: dict[str, Render]) -> str:
+    record["extra"][PACKED] = _packed(record, renderers)
+    return _SEND_PACKED
+
+
+def _packed(record: Record, renderers: dict[str, Render]) -> str:
     # Console and file often share the JSON renderer: render once.
     rendered: dict[Render, str] = {}
     lines = {}
@@ -262,8 +301,7 @@ def _pack(record: Record, renderers: dict[str, Render]) -> str:
         if render not in rendered:
             rendered[render] = render(record)
         lines[destination] = rendered[render]
-    record["extra"][PACKED] = pack_lines(record["level"].name, lines)
-    return _SEND_PACKED
+    return pack_lines(record["level"].name, lines)
 
 
 def pack_lines(level: str, lines: dict[str, str]) -> str:

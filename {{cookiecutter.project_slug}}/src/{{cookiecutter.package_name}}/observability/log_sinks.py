@@ -112,16 +112,25 @@ def relayed_message(level: str, line: str, received: datetime) -> Message:
     beside it, here with the fields that sinks read (the time, for rotation and syslog; the
     level, for syslog; the process, for the line LogFile writes when it can write again)."""
     message = _RelayedLine(line)
-    message.record = cast(
+    message.record = line_record(received, level, line, {})
+    return cast("Message", message)
+
+
+def line_record(time: datetime, level: str, message: str, extra: dict[str, object]) -> Record:
+    """A record of a line made without loguru, with every field that the renderers
+    (log_lines.py) and the sinks read."""
+    return cast(
         "Record",
         {
-            "time": received,
+            "time": time,
             "level": _level(level),
+            "message": message,
+            "extra": extra,
+            "exception": None,
             "process": _Process(os.getpid(), "MainProcess"),
             "name": __name__,
         },
     )
-    return cast("Message", message)
 
 
 @functools.cache
