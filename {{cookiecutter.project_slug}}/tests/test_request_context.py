@@ -52,8 +52,16 @@ def test_an_invalid_traceparent_starts_a_new_trace(client, capsys):
     assert record["trace.id"] != "0" * 32
 
 
+def test_the_answer_carries_one_request_id_the_services(app):
+    app.add_url_rule("/own-id", view_func=lambda: ("", 204, {"X-Request-ID": "the-views"}))
+    response = app.test_client().get("/own-id", headers={"X-Request-ID": "req-9"})
+    assert response.headers.getlist("X-Request-ID") == ["req-9"]
+
+
 def test_log_lines_outside_a_request_carry_no_request_id(app, capsys):
     log_records = capture_log_records(capsys)
+    app.test_client().get("/", headers={"X-Request-ID": "req-before"})
+    log_records()  # the request's own lines
     logger.info("background work")
     [record] = log_records()
     assert record["message"] == "background work"

@@ -5,13 +5,14 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from flask import Flask
+from flask import Flask, Response, request
 from opentelemetry import trace
 from opentelemetry.instrumentation.urllib import URLLibInstrumentor
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability import tracing
+from {{ cookiecutter.package_name }}.observability.request_context import REQUEST_IDS_KEY
 from {{ cookiecutter.package_name }}.settings import (
     SERVICE_NAME,
     SettingsError,
@@ -111,11 +112,19 @@ def test_a_malformed_tracestate_is_ignored_and_the_trace_continued(collector):
 
 def test_every_log_line_of_the_request_carries_the_span_ids(collector, capsys):
     app = traced_app(collector)
+    environ_ids = []  # where gunicorn's access line, written after the request, finds them
+
+    def note_environ_ids(response: Response) -> Response:
+        environ_ids.append(request.environ[REQUEST_IDS_KEY])
+        return response
+
+    app.after_request(note_environ_ids)
     log_records = capture_log_records(capsys)
     app.test_client().get("/api/items/7", headers={"X-Request-ID": "traced-7"})
     [span] = exported(app, collector)
     [line] = [record for record in log_records() if record.get("http.request.id") == "traced-7"]
     assert (line["trace.id"], line["span.id"]) == (span["trace_id"], span["span_id"])
+    assert environ_ids == [("traced-7", span["trace_id"], span["span_id"])]
 
 
 def test_lines_outside_a_request_carry_no_span_ids(collector, capsys):
