@@ -11,22 +11,14 @@ trace id, so log lines join the caller's distributed trace. A tracer that starts
 the request (`use_span_ids`) supplies both the trace id and its span's id instead.
 """
 
-from __future__ import annotations
-
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
 
-from flask import Flask, request
-
-if TYPE_CHECKING:  # the WSGI types exist for type checkers only
-    from _typeshed import OptExcInfo
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+from flask import Flask, Response, current_app, g, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower()  # header names are compared without case
 # The headers as the WSGI environ holds them: read there, without Flask's header mapping.
 REQUEST_ID_VARIABLE = "HTTP_X_REQUEST_ID"
 TRACEPARENT_VARIABLE = "HTTP_TRACEPARENT"
@@ -56,55 +48,15 @@ def current_span_id() -> str:
 
 
 def init_request_context(app: Flask) -> None:
-    # Around Flask rather than in its request hooks: four hooks cost more than the work.
-    app.wsgi_app = RequestContext(app.wsgi_app)  # type: ignore[method-assign]
+    app.before_request(_start_request)
+    app.after_request(_echo_request_id)
+    app.teardown_request(_end_request)
 
 
 def use_span_ids(app: Flask, span_ids: Callable[[], SpanIds | None]) -> None:
-    """Take each request's trace and span ids from a tracer, once its hook, registered
-    before this one, has started the request's span: `span_ids` gives those of the current
-    span, None when there is none."""
-
-    def take_span_ids() -> None:
-        if ids := span_ids():
-            trace_id, span_id = ids
-            environ = request.environ
-            environ[REQUEST_IDS_KEY] = (environ[REQUEST_IDS_KEY][0], trace_id, span_id)
-            # Undone with the rest when the request ends: reset() restores the value from
-            # before RequestContext set it.
-            _trace_id.set(trace_id)
-            _span_id.set(span_id)
-
-    app.before_request(take_span_ids)
-
-
-class RequestContext:
-    """WSGI middleware: the ids are set before the app sees the request, echoed in its
-    answer, and reset once it has answered."""
-
-    def __init__(self, wsgi_app: WSGIApplication) -> None:
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        request_id = incoming_request_id(environ.get(REQUEST_ID_VARIABLE))
-        trace_id = incoming_trace_id(environ.get(TRACEPARENT_VARIABLE))
-        environ[REQUEST_IDS_KEY] = (request_id, trace_id, "-")
-        tokens = (_request_id.set(request_id), _trace_id.set(trace_id), _span_id.set("-"))
-
-        def start_response_with_id(
-            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            headers = [header for header in headers if header[0].lower() != _REQUEST_ID_NAME]
-            headers.append((REQUEST_ID_HEADER, request_id))
-            return start_response(status, headers, exc_info)
-
-        try:
-            return self.wsgi_app(environ, start_response_with_id)
-        finally:
-            request_token, trace_token, span_token = tokens
-            _request_id.reset(request_token)
-            _trace_id.reset(trace_token)
-            _span_id.reset(span_token)
+    """Take each request's trace and span ids from a tracer: `span_ids` gives those of the
+    current span, None when there is none."""
+    app.extensions["span_ids"] = span_ids
 
 
 def incoming_request_id(header_value: str | None) -> str:
@@ -116,3 +68,30 @@ def incoming_request_id(header_value: str | None) -> str:
 def incoming_trace_id(traceparent: str | None) -> str:
     match = TRACEPARENT.match(traceparent.strip().lower()) if traceparent else None
     return match.group(1) if match else secrets.token_hex(16)
+
+
+def _start_request() -> None:
+    environ = request.environ
+    request_id = incoming_request_id(environ.get(REQUEST_ID_VARIABLE))
+    trace_id, span_id = _span_ids() or (incoming_trace_id(environ.get(TRACEPARENT_VARIABLE)), "-")
+    environ[REQUEST_IDS_KEY] = (request_id, trace_id, span_id)
+    g.context_tokens = (_request_id.set(request_id), _trace_id.set(trace_id), _span_id.set(span_id))
+
+
+def _span_ids() -> SpanIds | None:
+    span_ids = current_app.extensions.get("span_ids")
+    return span_ids() if span_ids else None
+
+
+def _echo_request_id(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = current_request_id()
+    return response
+
+
+def _end_request(_error: BaseException | None) -> None:
+    tokens = g.pop("context_tokens", None)
+    if tokens:
+        request_token, trace_token, span_token = tokens
+        _request_id.reset(request_token)
+        _trace_id.reset(trace_token)
+        _span_id.reset(span_token)
