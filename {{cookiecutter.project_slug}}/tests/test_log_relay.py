@@ -521,17 +521,20 @@ def test_a_workers_access_line_travels_with_the_lines_of_its_request(tmp_path, m
         listener.listen()
         forward_logs_to_master(make_settings(), address)
         master, _ = listener.accept()
-    with master:
-        request_started()
-        logger.info("in the view")
-        config = Config()
-        config.set("accesslog", "-")
-        response = SimpleNamespace(status="200 OK", sent=2, headers=[])
-        RelayingGunicornLogger(config).access(response, None, {}, timedelta(0))
-        with pytest.raises(BlockingIOError):
-            master.recv(MAX_DATAGRAM, socket.MSG_DONTWAIT)
-        request_ended()
-        datagram = master.recv(2 * MAX_DATAGRAM, socket.MSG_DONTWAIT)
+    config = Config()
+    config.set("accesslog", "-")
+    response = SimpleNamespace(status="200 OK", sent=2, headers=[])
+    try:
+        with master:
+            request_started()
+            logger.info("in the view")
+            RelayingGunicornLogger(config).access(response, None, {}, timedelta(0))
+            with pytest.raises(BlockingIOError):
+                master.recv(MAX_DATAGRAM, socket.MSG_DONTWAIT)
+            request_ended()
+            datagram = master.recv(2 * MAX_DATAGRAM, socket.MSG_DONTWAIT)
+    finally:
+        logger.remove()  # the relay's sink, whose master is gone now
     records = unpack_records(sent_at_and_text(datagram)[1])
     messages = [json.loads(lines["console"])["message"] for _, lines in records]
     assert messages == ["in the view", "- - 200 0.0ms"]
