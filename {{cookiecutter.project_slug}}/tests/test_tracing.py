@@ -12,7 +12,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability import tracing
-from {{ cookiecutter.package_name }}.observability.request_context import REQUEST_IDS_KEY
+from {{ cookiecutter.package_name }}.observability.request_context import (
+    REQUEST_IDS_KEY,
+)
 from {{ cookiecutter.package_name }}.settings import (
     SERVICE_NAME,
     SettingsError,
