@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from gunicorn.config import Config
 from loguru import logger
 
 from {{ cookiecutter.package_name }}.observability import log_relay
@@ -42,7 +41,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
 
 from .conftest import make_settings
 from .ecs import ecs_records
-from .test_logging import ids_of_request
+from .test_logging import gunicorn_logger_writing_access_lines, ids_of_request
 
 
 @pytest.fixture
@@ -367,13 +366,12 @@ def test_workers_leave_out_the_records_below_the_log_level(master):
 def log_access_line(logger_class, path: str) -> None:
     """What gunicorn logs once it has answered a request, in the middle of the request's
     hooks, as a worker does."""
-    config = Config()
-    config.set("accesslog", "-")
+    gunicorn_logger = gunicorn_logger_writing_access_lines(logger_class)
     response = SimpleNamespace(status="201 CREATED", sent=7, headers=[])
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "REMOTE_ADDR": "10.1.2.3",
                "HTTP_USER_AGENT": "probe\x1b[2J", **ids_of_request("req-relayed")}  # fmt: skip
     request_started()
-    logger_class(config).access(response, None, environ, timedelta(microseconds=12_345))
+    gunicorn_logger.access(response, None, environ, timedelta(microseconds=12_345))
     request_ended()
 
 
@@ -521,14 +519,13 @@ def test_a_workers_access_line_travels_with_the_lines_of_its_request(tmp_path, m
         listener.listen()
         forward_logs_to_master(make_settings(), address)
         master, _ = listener.accept()
-    config = Config()
-    config.set("accesslog", "-")
+    gunicorn_logger = gunicorn_logger_writing_access_lines(RelayingGunicornLogger)
     response = SimpleNamespace(status="200 OK", sent=2, headers=[])
     try:
         with master:
             request_started()
             logger.info("in the view")
-            RelayingGunicornLogger(config).access(response, None, {}, timedelta(0))
+            gunicorn_logger.access(response, None, {}, timedelta(0))
             with pytest.raises(BlockingIOError):
                 master.recv(MAX_DATAGRAM, socket.MSG_DONTWAIT)
             request_ended()

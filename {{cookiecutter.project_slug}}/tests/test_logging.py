@@ -196,11 +196,12 @@ def test_logging_set_up_by_the_gunicorn_master_is_not_redone_by_the_app(tmp_path
     assert not second.exists()
 
 
-def gunicorn_logger_writing_access_lines() -> GunicornLogger:
-    gunicorn_logger = GunicornLogger(Config())
-    gunicorn_logger.cfg.set("accesslog", "-")
-    gunicorn_logger.setup(gunicorn_logger.cfg)
-    return gunicorn_logger
+def gunicorn_logger_writing_access_lines(
+    logger_class: type[GunicornLogger] = GunicornLogger,
+) -> GunicornLogger:
+    config = Config()
+    config.set("accesslog", "-")
+    return logger_class(config)
 
 
 def ids_of_request(request_id: str) -> dict[str, tuple[str, str, str]]:

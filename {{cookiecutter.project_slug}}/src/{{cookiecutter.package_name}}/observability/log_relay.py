@@ -199,7 +199,7 @@ class RelaySender:
         self.hold(message, message.record["level"].no)
 
     def hold(self, packed: str, level: int) -> None:
-        """A record that _pack has made, at `level` (a number)."""
+        """A record that _packed has made, at `level` (a number)."""
         with self._lock:
             self._held.append(packed)
             self._held_characters += len(packed)
