@@ -34,6 +34,10 @@ def decoded_spans(body: bytes) -> list[dict]:
                     "parent_span_id": span.parent_span_id.hex(),
                     "status": span.status.code,
                     "attributes": _attributes(span.attributes),
+                    "events": [
+                        {"name": event.name, **_attributes(event.attributes)}
+                        for event in span.events
+                    ],
                     "resource": resource,
                 })  # fmt: skip
     return spans

@@ -6,12 +6,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from flask import Flask, Response, request
+from flask.testing import FlaskClient
 from opentelemetry import trace
 from opentelemetry.instrumentation.urllib import URLLibInstrumentor
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
+from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability import tracing
+from {{ cookiecutter.package_name }}.observability.health import register_readiness_check
 from {{ cookiecutter.package_name }}.observability.request_context import (
     REQUEST_IDS_KEY,
 )
@@ -37,7 +39,17 @@ def collector():
 
 
 def traced_app(collector: OtlpReceiver, **settings) -> Flask:
-    return create_app(make_settings(otel_exporter_otlp_endpoint=collector.endpoint, **settings))
+    app = create_app(make_settings(otel_exporter_otlp_endpoint=collector.endpoint, **settings))
+    app.test_client_class = ReadingWholeAnswers
+    return app
+
+
+class ReadingWholeAnswers(FlaskClient):
+    """A request's span ends once the server has sent the whole answer: this client reads it
+    all, as gunicorn does, instead of leaving it to be read (or dropped) later."""
+
+    def open(self, *args, buffered: bool = True, **kwargs) -> TestResponse:
+        return super().open(*args, buffered=buffered, **kwargs)
 
 
 def exported(app: Flask, collector: OtlpReceiver) -> list[dict]:
@@ -59,7 +71,14 @@ def test_one_span_per_request_named_by_its_route(collector):
     ]  # fmt: skip
     assert [status_code(span) for span in spans] == [200, 404, 500]
     assert spans[0]["attributes"]["http.target"] == "/api/items/7"  # given as the span starts
+    assert {span["attributes"]["http.route"] for span in spans} == {
+        "/api/items/<int:item_id>", "/api/fail",
+    }  # fmt: skip
     assert spans[-1]["status"] == 2  # STATUS_CODE_ERROR: a 5xx failed the request
+    [error] = spans[-1]["events"]
+    assert (error["name"], error["exception.type"]) == ("exception", "RuntimeError")
+    assert error["exception.message"] == "failure requested by /api/fail"
+    assert spans[0]["events"] == []
     assert {span["resource"]["service.name"] for span in spans} == {SERVICE_NAME}
 
 
@@ -73,6 +92,16 @@ def test_a_url_that_matches_no_route_is_named_by_its_method_only(collector):
     app.test_client().get("/no/such/page/12345")
     [span] = exported(app, collector)
     assert span["name"] == "GET"
+    assert "http.route" not in span["attributes"]
+
+
+@pytest.mark.parametrize("path", ["/api/items/1", "/no/such/page/12345"])
+def test_a_request_with_a_method_of_its_own_is_named_http(collector, path):
+    """The conventions' name for any method they do not list: one name for all of them."""
+    app = traced_app(collector)
+    assert app.test_client().open(path, method="FROBNICATE").status_code in (404, 405)
+    [span] = exported(app, collector)
+    assert span["name"] == "HTTP"
 
 
 def test_an_incoming_traceparent_is_continued(collector):
@@ -179,16 +208,6 @@ def test_each_sampler_keeps_the_traces_its_name_says(collector, sampler, kept):
     assert [span["attributes"]["http.target"] for span in exported(app, collector)] == kept
 
 
-def test_a_server_span_outside_any_request_is_sampled(app):
-    """A span of your own, such as a queue consumer's, asks the sampler outside any request."""
-    sampler = tracing.UnlessPolled(ALWAYS_ON, app)
-    result = sampler.should_sample(None, 1, "consume orders", trace.SpanKind.SERVER)
-    assert result.decision is Decision.RECORD_AND_SAMPLE
-    with app.test_request_context("/livez"):
-        result = sampler.should_sample(None, 1, "GET /livez", trace.SpanKind.SERVER)
-        assert result.decision is Decision.DROP
-
-
 def test_spans_of_your_own_keep_their_attributes_and_follow_the_parent_they_are_given(
     collector,
 ):
@@ -222,6 +241,24 @@ def test_probes_are_not_traced(collector):
     for path in ("/livez", "/readyz", "/healthz", "/api/items/1"):
         assert client.get(path).status_code == 200
     assert [span["name"] for span in exported(app, collector)] == ["GET /api/items/<int:item_id>"]
+
+
+def test_calls_that_a_probe_makes_are_not_traced_either(collector):
+    """A readiness check that asks a dependency over HTTP, at every probe of every pod."""
+    downstream = HeaderRecorder()
+    app = traced_app(collector)
+
+    def ask_downstream() -> None:
+        urllib.request.urlopen(downstream.url).close()
+
+    register_readiness_check(app, "downstream", ask_downstream)
+    try:
+        assert app.test_client().get("/readyz").status_code == 200
+    finally:
+        downstream.stop()
+    app.extensions["tracing"].stop()
+    assert collector.spans == []
+    assert downstream.traceparents == [""]
 
 
 def test_outgoing_calls_carry_the_trace_downstream(collector):

@@ -3,12 +3,13 @@
 Off until OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set: then
 no tracer provider exists and requests pay nothing. When on:
 
-- every request gets one server span named by its route (`GET /api/items/<int:item_id>`),
-  continuing the caller's `traceparent` (a malformed one starts a new trace);
+- every request gets one server span, from OpenTelemetry's WSGI middleware, named by its
+  route (`GET /api/items/<int:item_id>`) and continuing the caller's `traceparent` (a
+  malformed one starts a new trace);
 - calls made with urllib3 (requests is built on it) and urllib.request carry the context on;
 - the span's trace and span ids replace those of request_context.py, so that log lines and
   error reports carry the ids of the exported span;
-- probes and scrapes (health.polled_paths) are never sampled.
+- probes and scrapes (health.polled_paths) go around the middleware: never traced.
 
 Each gunicorn worker builds its own provider, export queue and export thread in
 create_app, after the fork: a thread does not survive one. A worker that exits (a stop,
@@ -20,32 +21,30 @@ dropped, counted (the `spans_dropped` signal, which metrics count) and said once
 """
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from blinker import Namespace
-from flask import Flask, has_request_context, request
+from flask import Flask, request
 from loguru import logger
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.urllib import URLLibInstrumentor
 from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
-    Decision,
     ParentBased,
     Sampler,
-    SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanKind, format_span_id, format_trace_id
-from opentelemetry.util.types import Attributes
+from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.util.http import sanitize_method
 
 from ..settings import SERVICE_NAME, Settings
 from .health import polled_paths
@@ -53,7 +52,8 @@ from .request_context import SpanIds, use_span_ids
 from .server_hooks import ServerHooks
 from .tracing_settings import parse_resource_attributes
 
-if TYPE_CHECKING:  # gunicorn's types, for type checkers only
+if TYPE_CHECKING:  # for type checkers only
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from gunicorn.arbiter import Arbiter
     from gunicorn.workers.base import Worker
 
@@ -76,19 +76,16 @@ DROP_REASONS = ("queue_full", "export_failed", "not_exported_at_stop")
 
 
 def init_tracing(app: Flask, settings: Settings) -> None:
-    """Call it first in create_app: its span must exist before any other request hook runs."""
+    """Call it first in create_app: a middleware that a later component puts around the app
+    (security's ProxyFix) then runs before the span starts, as it must."""
     url = settings.otel_traces_url
     if url is None:
         logger.info("tracing is off: OTEL_EXPORTER_OTLP_ENDPOINT is not set")
         return
     tracing = Tracing(app, settings, url)
     app.extensions["tracing"] = tracing
-    FlaskInstrumentor.instrument_app(
-        app,
-        tracer_provider=tracing.provider,
-        request_hook=_name_unrouted_by_method,
-        enable_commenter=False,
-    )
+    app.wsgi_app = TracedUnlessPolled(app, tracing.provider)  # type: ignore[method-assign]
+    app.teardown_request(_name_span_by_route)
     use_span_ids(app, current_span_ids)
     _instrument_http_clients(tracing.provider)
     logger.info(
@@ -108,7 +105,7 @@ class Tracing:
         self.processor = BoundedBatchSpanProcessor(self.exporter)
         self.provider = TracerProvider(
             resource=_resource(settings),
-            sampler=UnlessPolled(_sampler(settings), app),
+            sampler=_sampler(settings),
             # For the development server and scripts; gunicorn's workers stop it before exiting.
             shutdown_on_exit=True,
         )
@@ -144,11 +141,49 @@ class TracingHooks(ServerHooks):
             app.extensions["tracing"].stop()
 
 
-def _name_unrouted_by_method(span: trace.Span, _environ: object) -> None:
-    """A URL that matches no route is named by its method alone, as OpenTelemetry's HTTP
-    conventions say; the instrumentation would name it by its path, a new name per URL."""
-    if request.url_rule is None:
-        span.update_name(request.method)
+class TracedUnlessPolled:
+    """The app behind OpenTelemetry's WSGI middleware, but for probes and scrapes
+    (health.polled_paths, read at each request: the components that register their paths
+    start after this one).
+
+    The middleware, not OpenTelemetry's Flask instrumentation, which is built on it: that one
+    collects the request's attributes twice, builds its full URL and adds three request
+    hooks, and cost a third more CPU a request (README, Benchmarks)."""
+
+    def __init__(self, app: Flask, provider: TracerProvider) -> None:
+        self.app = app
+        self.untraced = app.wsgi_app
+        self.traced: WSGIApplication = OpenTelemetryMiddleware(
+            app.wsgi_app, tracer_provider=provider
+        )
+
+    def __call__(
+        self, environ: "WSGIEnvironment", start_response: "StartResponse"
+    ) -> Iterable[bytes]:
+        path = "/" + environ.get("PATH_INFO", "").lstrip("/")  # as Flask's request.path
+        if path in polled_paths(self.app):
+            with suppress_instrumentation():  # nor are the calls its readiness checks make
+                return self.untraced(environ, start_response)
+        return self.traced(environ, start_response)
+
+
+def _name_span_by_route(error: BaseException | None) -> None:
+    """Names the request's span by its route: the middleware named it by its path, a new
+    name per URL. A URL that matches no route is named by its method alone, and a method
+    that OpenTelemetry's HTTP conventions do not list is HTTP, as they say. An error that no
+    handler took is recorded on the span."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    rule = request.url_rule
+    if rule is None:
+        method = sanitize_method(request.method)
+        span.update_name("HTTP" if method == "_OTHER" else method)
+    else:  # a method its route declares: as few names as the code has routes
+        span.update_name(f"{request.method} {rule.rule}")
+        span.set_attribute("http.route", rule.rule)
+    if error is not None:
+        span.record_exception(error)
 
 
 def _resource(settings: Settings) -> Resource:
@@ -187,35 +222,6 @@ def _instrument_http_clients(provider: TracerProvider) -> None:
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
         instrumentor.instrument(tracer_provider=provider)
-
-
-class UnlessPolled(Sampler):
-    """Probes and scrapes are not sampled: read at each request, since the components that
-    register their paths start after this one."""
-
-    def __init__(self, sampler: Sampler, app: Flask) -> None:
-        self.sampler = sampler
-        self.app = app
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: trace.TraceState | None = None,
-    ) -> SamplingResult:
-        polled = kind is SpanKind.SERVER and has_request_context()
-        if polled and request.path in polled_paths(self.app):
-            return SamplingResult(Decision.DROP)
-        return self.sampler.should_sample(
-            parent_context, trace_id, name, kind, attributes, links, trace_state
-        )
-
-    def get_description(self) -> str:
-        return self.sampler.get_description()
 
 
 class CountedExporter(SpanExporter):
