@@ -69,8 +69,10 @@ def test_one_span_per_request_named_by_its_route(collector):
     assert [span["name"] for span in spans] == [
         "GET /api/items/<int:item_id>", "GET /api/items/<int:item_id>", "GET /api/fail",
     ]  # fmt: skip
-    assert [status_code(span) for span in spans] == [200, 404, 500]
-    assert spans[0]["attributes"]["http.target"] == "/api/items/7"  # given as the span starts
+    assert [span["attributes"]["http.response.status_code"] for span in spans] == [200, 404, 500]
+    assert spans[0]["attributes"]["url.path"] == "/api/items/7"  # given as the span starts
+    assert spans[0]["attributes"]["http.request.method"] == "GET"
+    assert "http.target" not in spans[0]["attributes"]  # the old conventions' name
     assert {span["attributes"]["http.route"] for span in spans} == {
         "/api/items/<int:item_id>", "/api/fail",
     }  # fmt: skip
@@ -80,11 +82,6 @@ def test_one_span_per_request_named_by_its_route(collector):
     assert error["exception.message"] == "failure requested by /api/fail"
     assert spans[0]["events"] == []
     assert {span["resource"]["service.name"] for span in spans} == {SERVICE_NAME}
-
-
-def status_code(span: dict) -> object:
-    attributes = span["attributes"]
-    return attributes.get("http.response.status_code", attributes.get("http.status_code"))
 
 
 def test_a_url_that_matches_no_route_is_named_by_its_method_only(collector):
@@ -205,7 +202,7 @@ def test_each_sampler_keeps_the_traces_its_name_says(collector, sampler, kept):
     assert client.get("/api/items/1").status_code == 200  # a new trace
     assert client.get("/api/items/2", headers={"traceparent": sampled}).status_code == 200
     assert client.get("/api/items/3", headers={"traceparent": unsampled}).status_code == 200
-    assert [span["attributes"]["http.target"] for span in exported(app, collector)] == kept
+    assert [span["attributes"]["url.path"] for span in exported(app, collector)] == kept
 
 
 def test_spans_of_your_own_keep_their_attributes_and_follow_the_parent_they_are_given(
@@ -441,6 +438,20 @@ def test_a_script_exports_its_spans_at_exit_and_its_own_spans_join_them(collecto
     assert server["parent_span_id"] == spans["nightly job"]["span_id"]
 
 
+def test_the_environment_chooses_the_conventions_of_the_attributes(collector, tmp_path):
+    """http/dup: the old names beside the stable ones, for a backend that knows only those."""
+    script = (
+        "from {{ cookiecutter.package_name }}.app import create_app\n"
+        "assert create_app().test_client().get('/api/items/1').status_code == 200\n"
+    )
+    run_script(
+        script, tmp_path, APP_ENV="development", OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint,
+        OTEL_SEMCONV_STABILITY_OPT_IN="http/dup",
+    )  # fmt: skip
+    [span] = collector.server_spans()
+    assert span["attributes"]["http.target"] == span["attributes"]["url.path"] == "/api/items/1"
+
+
 def test_the_environment_cannot_shrink_the_export_queue_below_its_bound(collector, monkeypatch):
     """The SDK reads OTEL_BSP_MAX_QUEUE_SIZE; the queue's bound is MAX_QUEUED_SPANS, counted."""
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
@@ -526,7 +537,7 @@ def test_under_gunicorn_every_span_is_exported_by_the_time_workers_stop(
     server.stop()  # SIGTERM: each worker exports what it holds before it exits
 
     spans = collector.server_spans()
-    targets = sorted(span["attributes"]["http.target"] for span in spans)
+    targets = sorted(span["attributes"]["url.path"] for span in spans)
     expected = sorted(f"/api/items/{item_id}" for item_id in range(30))
     assert targets == expected, server.output.read_text()[-3000:]  # what the workers said
     log_lines = (tmp_path / "logs" / "service.log").read_text().splitlines()

@@ -5,7 +5,7 @@ no tracer provider exists and requests pay nothing. When on:
 
 - every request gets one server span, from OpenTelemetry's WSGI middleware, named by its
   route (`GET /api/items/<int:item_id>`) and continuing the caller's `traceparent` (a
-  malformed one starts a new trace);
+  malformed one starts a new trace); its attributes follow the stable HTTP conventions;
 - calls made with urllib3 (requests is built on it) and urllib.request carry the context on;
 - the span's trace and span ids replace those of request_context.py, so that log lines and
   error reports carry the ids of the exported span;
@@ -20,6 +20,7 @@ of at most MAX_QUEUED_SPANS, exported by a thread of their own; what cannot be e
 dropped, counted (the `spans_dropped` signal, which metrics count) and said once in the log.
 """
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -69,6 +70,12 @@ EXPORT_TIMEOUT_SECONDS = 10.0
 # master kills the worker.
 STOP_GRACE_SECONDS = 5.0
 
+# OpenTelemetry's stable HTTP conventions (url.path, http.response.status_code: the names of
+# the log lines too), unless the environment chooses: the instrumentations still default to
+# the old names (http.target, http.status_code), and read this once, when the first starts.
+SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+STABLE_HTTP_CONVENTIONS = "http"
+
 # Sent with `reason` and `count` whenever spans are dropped (metrics count them). The reasons:
 # the queue was full, the collector failed or refused a batch, or a stopping worker gave up.
 spans_dropped = Namespace().signal("spans-dropped")
@@ -82,6 +89,7 @@ def init_tracing(app: Flask, settings: Settings) -> None:
     if url is None:
         logger.info("tracing is off: OTEL_EXPORTER_OTLP_ENDPOINT is not set")
         return
+    os.environ.setdefault(SEMCONV_OPT_IN, STABLE_HTTP_CONVENTIONS)
     tracing = Tracing(app, settings, url)
     app.extensions["tracing"] = tracing
     app.wsgi_app = TracedUnlessPolled(app, tracing.provider)  # type: ignore[method-assign]
