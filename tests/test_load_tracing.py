@@ -102,7 +102,8 @@ def test_every_request_is_one_span_and_its_log_lines_carry_its_ids(baked, tmp_pa
         [ids] = {(line["trace.id"], line["span.id"]) for line in lines}  # one span, every line
         span = spans_by_ids[ids]
         assert span["name"] == f"GET {route}"
-        assert span["attributes"]["http.status_code"] == status
+        assert span["attributes"]["http.response.status_code"] == status
+        assert span["attributes"]["http.route"] == route
         if request["trace_id"]:
             assert span["trace_id"] == request["trace_id"]
             assert span["parent_span_id"] == CALLER_SPAN_ID
@@ -140,7 +141,7 @@ def test_a_receiver_down_costs_no_request_and_its_spans_are_counted_as_dropped(
     print(f"\nreceiver down: p95 {p95(during) * 1000:.1f} ms, up: {p95(before) * 1000:.1f} ms")
     # A request waiting on the exporter would take seconds; this bound only catches that.
     assert p95(during) < max(5 * p95(before), 0.25)
-    targets = [span["attributes"]["http.target"] for span in receiver.server_spans()]
+    targets = [span["attributes"]["url.path"] for span in receiver.server_spans()]
     assert sorted(set(targets)) == ["/api/items/1", "/api/items/3"]
     assert len(targets) == 300, "every span before and after the outage arrived, once"
     messages = [record["message"] for record in log_records(service)]
