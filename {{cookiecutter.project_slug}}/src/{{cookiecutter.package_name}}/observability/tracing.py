@@ -155,8 +155,8 @@ class TracedUnlessPolled:
     start after this one).
 
     The middleware, not OpenTelemetry's Flask instrumentation, which is built on it: that one
-    collects the request's attributes twice, builds its full URL and adds three request
-    hooks, and cost a third more CPU a request (README, Benchmarks)."""
+    collects the request's attributes twice, builds its full URL and adds two request hooks;
+    tracing a request cost a third more with it (README, Benchmarks)."""
 
     def __init__(self, app: Flask, provider: TracerProvider) -> None:
         self.app = app
