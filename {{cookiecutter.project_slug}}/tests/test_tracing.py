@@ -13,7 +13,9 @@ from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.observability import tracing
-from {{ cookiecutter.package_name }}.observability.health import register_readiness_check
+from {{ cookiecutter.package_name }}.observability.health import (
+    register_readiness_check,
+)
 from {{ cookiecutter.package_name }}.observability.request_context import (
     REQUEST_IDS_KEY,
 )
