@@ -19,6 +19,10 @@ from {{ cookiecutter.package_name }}.observability.health import (
 from {{ cookiecutter.package_name }}.observability.request_context import (
     REQUEST_IDS_KEY,
 )
+from {{ cookiecutter.package_name }}.observability.timeouts import (
+    RequestTimeout,
+    end_timed_out_request,
+)
 from {{ cookiecutter.package_name }}.settings import (
     SERVICE_NAME,
     SettingsError,
@@ -92,6 +96,18 @@ def test_a_url_that_matches_no_route_is_named_by_its_method_only(collector):
     [span] = exported(app, collector)
     assert span["name"] == "GET"
     assert "http.route" not in span["attributes"]
+
+
+def test_a_request_that_the_worker_timeout_ends_is_exported_as_failed(collector):
+    """gunicorn's timeout ends a request with a SystemExit, which passes by the middleware."""
+    app = traced_app(collector)
+    app.before_request(lambda: end_timed_out_request(timeout_seconds=7))
+    with pytest.raises(RequestTimeout):
+        app.test_client().get("/api/slow?ms=5")
+    [span] = exported(app, collector)
+    assert (span["name"], span["status"]) == ("GET /api/slow", 2)  # STATUS_CODE_ERROR
+    [error] = span["events"]
+    assert error["exception.type"] == f"{RequestTimeout.__module__}.RequestTimeout"
 
 
 @pytest.mark.parametrize("path", ["/api/items/1", "/no/such/page/12345"])

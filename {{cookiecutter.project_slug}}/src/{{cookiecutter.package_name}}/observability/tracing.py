@@ -44,7 +44,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 from opentelemetry.util.http import sanitize_method
 
 from ..settings import SERVICE_NAME, Settings
@@ -93,7 +93,7 @@ def init_tracing(app: Flask, settings: Settings) -> None:
     tracing = Tracing(app, settings, url)
     app.extensions["tracing"] = tracing
     app.wsgi_app = TracedUnlessPolled(app, tracing.provider)  # type: ignore[method-assign]
-    app.teardown_request(_name_span_by_route)
+    app.teardown_request(_finish_request_span)
     use_span_ids(app, current_span_ids)
     _instrument_http_clients(tracing.provider)
     logger.info(
@@ -175,11 +175,14 @@ class TracedUnlessPolled:
         return self.traced(environ, start_response)
 
 
-def _name_span_by_route(error: BaseException | None) -> None:
+def _finish_request_span(error: BaseException | None) -> None:
     """Names the request's span by its route: the middleware named it by its path, a new
     name per URL. A URL that matches no route is named by its method alone, and a method
-    that OpenTelemetry's HTTP conventions do not list is HTTP, as they say. An error that no
-    handler took is recorded on the span."""
+    that OpenTelemetry's HTTP conventions do not list is HTTP, as they say.
+
+    An error that no handler took is recorded on the span. One that is no Exception (the
+    SystemExit of gunicorn's worker timeout) passes by the middleware, which then never
+    ends the span: it ends here, failed, and the stopping worker exports it."""
     span = trace.get_current_span()
     if not span.is_recording():
         return
@@ -190,8 +193,12 @@ def _name_span_by_route(error: BaseException | None) -> None:
     else:  # a method its route declares: as few names as the code has routes
         span.update_name(f"{request.method} {rule.rule}")
         span.set_attribute("http.route", rule.rule)
-    if error is not None:
-        span.record_exception(error)
+    if error is None:
+        return
+    span.record_exception(error)
+    if not isinstance(error, Exception):
+        span.set_status(StatusCode.ERROR, type(error).__name__)
+        span.end()
 
 
 def _resource(settings: Settings) -> Resource:
