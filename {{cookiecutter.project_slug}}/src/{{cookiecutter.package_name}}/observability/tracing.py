@@ -176,9 +176,9 @@ class TracedUnlessPolled:
 
 
 def _finish_request_span(error: BaseException | None) -> None:
-    """Names the request's span by its route: the middleware named it by its path, a new
-    name per URL. A URL that matches no route is named by its method alone, and a method
-    that OpenTelemetry's HTTP conventions do not list is HTTP, as they say.
+    """Finishes the request's span. It is named by its route: the middleware named it by its
+    path, a new name per URL. A URL that matches no route is named by its method alone, and
+    a method that OpenTelemetry's HTTP conventions do not list is HTTP, as they say.
 
     An error that no handler took is recorded on the span. One that is no Exception (the
     SystemExit of gunicorn's worker timeout) passes by the middleware, which then never
