@@ -1,4 +1,5 @@
-"""The application factory: settings first, then one line per observability component."""
+"""The application factory (settings first, then one line per observability component) and
+the Flask class it makes."""
 
 from collections.abc import Callable
 from typing import Any
