@@ -68,10 +68,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = ServiceApp(__name__)
     app.config["SETTINGS"] = settings
+    init_request_context(app)  # first: its middleware, innermost, sees the request's span
 {%- if cookiecutter.use_opentelemetry %}
-    init_tracing(app, settings)  # first: the other components' request hooks see its span
+    init_tracing(app, settings)  # then: the other components' middlewares go around its span
 {%- endif %}
-    init_request_context(app)
     init_request_timeouts(app)
 {%- if cookiecutter.use_sentry %}
     init_error_reporting(app, settings)

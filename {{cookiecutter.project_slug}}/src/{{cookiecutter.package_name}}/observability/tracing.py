@@ -83,8 +83,9 @@ DROP_REASONS = ("queue_full", "export_failed", "not_exported_at_stop")
 
 
 def init_tracing(app: Flask, settings: Settings) -> None:
-    """Call it first in create_app: a middleware that a later component puts around the app
-    (security's ProxyFix) then runs before the span starts, as it must."""
+    """Call it right after init_request_context, whose middleware takes the span's ids: a
+    middleware that a later component puts around the app (security's ProxyFix) then runs
+    before the span starts, as it must."""
     url = settings.otel_traces_url
     if url is None:
         logger.info("tracing is off: OTEL_EXPORTER_OTLP_ENDPOINT is not set")
