@@ -33,6 +33,7 @@ from {{ cookiecutter.package_name }}.observability.log_relay import (
     request_ended,
     request_started,
     sent_at_and_text,
+    shared,
     unpack_records,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
@@ -418,7 +419,7 @@ def test_a_record_at_the_datagram_limit_arrives_whole_and_one_byte_more_is_cut(c
         sizes = []
         measure = logger.add(
             lambda datagram: sizes.append(len(datagram.encode())),
-            format=lambda record: _pack(record, line_renderers(settings)),
+            format=lambda record: _pack(record, shared(line_renderers(settings))),
         )
         logger.bind(size="probe").info("y" * probe)
         logger.remove(measure)
@@ -451,7 +452,7 @@ def sent_datagram(lines: dict[str, str]) -> tuple[bytes, dict[str, str]]:
     worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with worker, master:
         # Private, but the unit that decides what a datagram holds: no fork needed.
-        _send(worker, _fitted(pack_lines("INFO", lines)))
+        _send(worker, _fitted(pack_lines("INFO", shared(lines))))
         datagram = master.recv(2 * MAX_DATAGRAM)
     [(_, received)] = unpack_records(sent_at_and_text(datagram)[1])
     return datagram[SENT_AT.size :], received
@@ -460,7 +461,7 @@ def sent_datagram(lines: dict[str, str]) -> tuple[bytes, dict[str, str]]:
 def test_a_line_that_console_and_file_share_crosses_once():
     line = json.dumps({"message": "the same JSON line for both"}) + "\n"
     text = "2026-01-02 03:04:05.678 | INFO     | - | my_service - the text line\n"
-    datagram = pack_lines("WARNING", {"console": line, "file": line, "syslog": text})
+    datagram = pack_lines("WARNING", shared({"console": line, "file": line, "syslog": text}))
     assert datagram.count(line) == 1
     assert unpack_records(datagram) == [
         ("WARNING", {"console": line, "file": line, "syslog": text})
@@ -474,7 +475,7 @@ def worker_sender():
     socket yet was not sent."""
     worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sender = RelaySender(worker)
-    renderers = line_renderers(make_settings())
+    renderers = shared(line_renderers(make_settings()))
     logger.remove()
     sink = logger.add(sender, format=lambda record: _pack(record, renderers))
 

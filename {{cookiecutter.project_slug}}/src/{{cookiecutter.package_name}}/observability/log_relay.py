@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 from loguru import logger
@@ -71,6 +71,8 @@ CUT_MARK = " [...{} characters cut by the log relay]"
 HELD_CHARACTERS = 16 * 1024
 # The format of the worker's sink: loguru fills in the packed record that _pack has made.
 _SEND_PACKED = "{extra[" + PACKED + "]}"
+# Lines or renderers, each with the destinations that share it.
+Shared = TypeVar("Shared")
 
 
 class LogRelay:
@@ -235,7 +237,8 @@ class _Forwarding:
     """How this worker sends its lines, once forward_logs_to_master has set it up."""
 
     sender: RelaySender
-    renderers: dict[str, Render]
+    # Each renderer once, with its destinations: console and file often share the JSON line.
+    renderers: list[tuple[list[str], Render]]
     level: int  # the lowest written, as a number
 
 
@@ -248,7 +251,7 @@ def forward_logs_to_master(settings: Settings, address: str) -> None:
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sender.connect(address)
     forwarding = _Forwarding(
-        RelaySender(sender), line_renderers(settings), logger.level(settings.log_level).no
+        RelaySender(sender), shared(line_renderers(settings)), logger.level(settings.log_level).no
     )
     _forwarding = forwarding
     logger.remove()
@@ -288,30 +291,29 @@ class RelayingGunicornLogger(GunicornLogger):
             forwarding.sender.hold(_packed(record, forwarding.renderers), level)
 
 
-def _pack(record: Record, renderers: dict[str, Render]) -> str:
+def _pack(record: Record, renderers: list[tuple[list[str], Render]]) -> str:
     record["extra"][PACKED] = _packed(record, renderers)
     return _SEND_PACKED
 
 
-def _packed(record: Record, renderers: dict[str, Render]) -> str:
-    # Console and file often share the JSON renderer: render once.
-    rendered: dict[Render, str] = {}
-    lines = {}
-    for destination, render in renderers.items():
-        if render not in rendered:
-            rendered[render] = render(record)
-        lines[destination] = rendered[render]
+def _packed(record: Record, renderers: list[tuple[list[str], Render]]) -> str:
+    lines = [(destinations, render(record)) for destinations, render in renderers]
     return pack_lines(record["level"].name, lines)
 
 
-def pack_lines(level: str, lines: dict[str, str]) -> str:
-    """A record rendered as `lines` ({destination: line}), packed: what a datagram holds
-    once or several times."""
-    destinations_by_line: dict[str, list[str]] = {}
-    for destination, line in lines.items():
-        destinations_by_line.setdefault(line, []).append(destination)
-    parts = [[destinations, len(line)] for line, destinations in destinations_by_line.items()]
-    return orjson.dumps([level, parts]).decode() + "\n" + "".join(destinations_by_line)
+def shared(by_destination: dict[str, Shared]) -> list[tuple[list[str], Shared]]:
+    """Each distinct value (a line, a renderer) once, with the destinations that share it."""
+    destinations_by_value: dict[Shared, list[str]] = {}
+    for destination, value in by_destination.items():
+        destinations_by_value.setdefault(value, []).append(destination)
+    return [(destinations, value) for value, destinations in destinations_by_value.items()]
+
+
+def pack_lines(level: str, lines: list[tuple[list[str], str]]) -> str:
+    """A record's lines, each with its destinations (see shared), packed: what a datagram
+    holds once or several times."""
+    parts = [[destinations, len(line)] for destinations, line in lines]
+    return orjson.dumps([level, parts]).decode() + "\n" + "".join([line for _, line in lines])
 
 
 def unpack_records(datagram: str) -> list[tuple[str, dict[str, str]]]:
@@ -360,7 +362,7 @@ def _cut_to_fit(message: str) -> bytes:
     limit = MAX_DATAGRAM // (2 * len(set(lines.values())))
     while True:
         cut = {destination: _cut_line(line, limit) for destination, line in lines.items()}
-        datagram = pack_lines(level, cut).encode("utf-8")
+        datagram = pack_lines(level, shared(cut)).encode("utf-8")
         if len(datagram) <= MAX_DATAGRAM:
             return datagram
         limit //= 2
