@@ -455,7 +455,12 @@ def sent_datagram(lines: dict[str, str]) -> tuple[bytes, dict[str, str]]:
         _send(worker, _fitted(pack_lines("INFO", shared(lines))))
         datagram = master.recv(2 * MAX_DATAGRAM)
     [(_, received)] = unpack_records(sent_at_and_text(datagram)[1])
-    return datagram[SENT_AT.size :], received
+    return datagram[SENT_AT.size :], by_destination(received)
+
+
+def by_destination(lines: list[tuple[list[str], str]]) -> dict[str, str]:
+    """A record's lines, as unpack_records gives them, by destination."""
+    return {destination: line for destinations, line in lines for destination in destinations}
 
 
 def test_a_line_that_console_and_file_share_crosses_once():
@@ -464,7 +469,7 @@ def test_a_line_that_console_and_file_share_crosses_once():
     datagram = pack_lines("WARNING", shared({"console": line, "file": line, "syslog": text}))
     assert datagram.count(line) == 1
     assert unpack_records(datagram) == [
-        ("WARNING", {"console": line, "file": line, "syslog": text})
+        ("WARNING", [(["console", "file"], line), (["syslog"], text)])
     ]
 
 
@@ -487,7 +492,9 @@ def worker_sender():
             except BlockingIOError:
                 return datagrams
             records = unpack_records(sent_at_and_text(datagram)[1])
-            datagrams.append([json.loads(lines["console"])["message"] for _, lines in records])
+            datagrams.append(
+                [json.loads(by_destination(lines)["console"])["message"] for _, lines in records]
+            )
 
     try:
         yield sender, sent
@@ -534,7 +541,7 @@ def test_a_workers_access_line_travels_with_the_lines_of_its_request(tmp_path, m
     finally:
         logger.remove()  # the relay's sink, whose master is gone now
     records = unpack_records(sent_at_and_text(datagram)[1])
-    messages = [json.loads(lines["console"])["message"] for _, lines in records]
+    messages = [json.loads(by_destination(lines)["console"])["message"] for _, lines in records]
     assert messages == ["in the view", "- - 200 0.0ms"]
 
 

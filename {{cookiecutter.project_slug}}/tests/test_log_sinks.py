@@ -261,7 +261,7 @@ def test_lines_sent_together_and_lost_to_a_full_disk_are_each_counted(tmp_path, 
     counted = []
     settings = make_settings(log_file=log_file, log_rotation="1 GB", log_compression="none")
     configure_logging(settings, count_lost_lines=lambda *loss: counted.append(loss))
-    request = [("INFO", {"file": f"line {number}\n"}) for number in range(3)]
+    request = [("INFO", [(["file"], f"line {number}\n")]) for number in range(3)]
     write_rendered(request)  # one datagram's records, as the log relay writes them
     log_file.unlink()
     write_rendered(request)

@@ -51,7 +51,7 @@ from ..settings import Settings
 from .log_adapters import GunicornLogger
 from .log_lines import json_text, line_renderers
 from .log_record_keys import PACKED
-from .log_sinks import Render, line_record
+from .log_sinks import Render, RenderedLines, line_record
 from .logging import write_rendered
 from .private_sockets import private_socket_address
 from .server_hooks import at_master_exit
@@ -309,25 +309,24 @@ def shared(by_destination: dict[str, Shared]) -> list[tuple[list[str], Shared]]:
     return [(destinations, value) for value, destinations in destinations_by_value.items()]
 
 
-def pack_lines(level: str, lines: list[tuple[list[str], str]]) -> str:
-    """A record's lines, each with its destinations (see shared), packed: what a datagram
-    holds once or several times."""
+def pack_lines(level: str, lines: RenderedLines) -> str:
+    """A record's lines, packed: what a datagram holds once or several times."""
     parts = [[destinations, len(line)] for destinations, line in lines]
     return orjson.dumps([level, parts]).decode() + "\n" + "".join([line for _, line in lines])
 
 
-def unpack_records(datagram: str) -> list[tuple[str, dict[str, str]]]:
-    """The level and the lines ({destination: line}) of each record in a datagram: one or
-    more made by pack_lines, one after the other."""
+def unpack_records(datagram: str) -> list[tuple[str, RenderedLines]]:
+    """The level and the lines of each record in a datagram: one or more made by pack_lines,
+    one after the other."""
     records = []
     start = 0
     while start < len(datagram):
         header_end = datagram.index("\n", start)
         level, parts = orjson.loads(datagram[start:header_end])
-        lines: dict[str, str] = {}
+        lines = []
         start = header_end + 1
         for destinations, length in parts:
-            lines.update(dict.fromkeys(destinations, datagram[start : start + length]))
+            lines.append((destinations, datagram[start : start + length]))
             start += length
         records.append((level, lines))
     return records
@@ -351,18 +350,23 @@ def _send(sender: socket.socket, datagram: bytes) -> None:
         sender.sendmsg([SENT_AT.pack(time.monotonic_ns()), datagram], (), socket.MSG_NOSIGNAL)
     except OSError as error:
         # The master is gone: stderr still reaches the operator.
-        lines = "".join(lines["console"] for _, lines in unpack_records(datagram.decode()))
-        sys.stderr.write(f"log relay: {error}\n{lines}")
+        console = "".join(
+            line
+            for _, lines in unpack_records(datagram.decode())
+            for destinations, line in lines
+            if "console" in destinations
+        )
+        sys.stderr.write(f"log relay: {error}\n{console}")
 
 
 def _cut_to_fit(message: str) -> bytes:
     """A record too large for one datagram, with its longest values cut, each with a mark
     that says how much: every line stays whole (JSON stays JSON) and reaches the master."""
     [(level, lines)] = unpack_records(message)
-    limit = MAX_DATAGRAM // (2 * len(set(lines.values())))
+    limit = MAX_DATAGRAM // (2 * len(lines))
     while True:
-        cut = {destination: _cut_line(line, limit) for destination, line in lines.items()}
-        datagram = pack_lines(level, shared(cut)).encode("utf-8")
+        cut = [(destinations, _cut_line(line, limit)) for destinations, line in lines]
+        datagram = pack_lines(level, cut).encode("utf-8")
         if len(datagram) <= MAX_DATAGRAM:
             return datagram
         limit //= 2

@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # loguru's types exist for type checkers only
 
 CountLostLines = Callable[[str, str, int], None]  # sink, reason, number of lines
 Render = Callable[["Record"], str]
+# The lines of one record: each distinct line once, with the destinations it goes to.
+RenderedLines = list[tuple[list[str], str]]
 
 # About two seconds of lines at a thousand lines a second.
 CONSOLE_BUFFER_BYTES = 1024 * 1024
@@ -98,8 +100,18 @@ class SharedSink:
 
 
 class _RelayedLine(str):
-    __slots__ = ("record",)
-    record: Record
+    """A line as the sinks take it from loguru: a string with its record beside it."""
+
+    __slots__ = ("_level", "_received", "_record")
+    _level: str
+    _received: datetime
+    _record: Record | None
+
+    @property
+    def record(self) -> Record:
+        if self._record is None:
+            self._record = line_record(self._received, self._level, self, {})
+        return self._record
 
 
 class _Process(NamedTuple):  # what a record tells of its process
@@ -108,11 +120,12 @@ class _Process(NamedTuple):  # what a record tells of its process
 
 
 def relayed_message(level: str, line: str, received: datetime) -> Message:
-    """A line a worker rendered, as the sinks take a line from loguru: a string with a record
-    beside it, here with the fields that sinks read (the time, for rotation and syslog; the
-    level, for syslog; the process, for the line LogFile writes when it can write again)."""
+    """A line a worker rendered, as the sinks take a line from loguru. Its record has the
+    fields that sinks read (the time, for rotation and syslog; the level, for syslog; the
+    process, for the line LogFile writes when it can write again), and is made when a sink
+    first reads it: the console never does."""
     message = _RelayedLine(line)
-    message.record = line_record(received, level, line, {})
+    message._level, message._received, message._record = level, received, None
     return cast("Message", message)
 
 
@@ -336,7 +349,7 @@ class LogFile:
 def _joined(lines: list[Message]) -> Message:
     """Lines as one message, with the record of the last: rotation reads its time."""
     message = _RelayedLine("".join(lines))
-    message.record = lines[-1].record
+    message._record = lines[-1].record
     return cast("Message", message)
 
 

@@ -28,6 +28,7 @@ from .log_sinks import (
     CountLostLines,
     LogFile,
     Render,
+    RenderedLines,
     SharedSink,
     Sink,
     count_nothing,
@@ -71,18 +72,19 @@ def configure_logging(settings: Settings, count_lost_lines: CountLostLines = cou
     route_stdlib_logging(settings.log_level)
 
 
-def write_rendered(records: list[tuple[str, dict[str, str]]]) -> None:
-    """The lines of records a worker rendered ([(level, {destination: line})]), written to
-    the sinks as they are, all the lines of a sink at once.
+def write_rendered(records: list[tuple[str, RenderedLines]]) -> None:
+    """The lines of records a worker rendered, each with its level, written to the sinks as
+    they are, all the lines of a sink at once.
 
     The worker left out what is below the log level already. Console and file often share
     a line: it is made into a message once."""
     by_destination: dict[str, list[Message]] = {}
     received = datetime.now().astimezone()
     for level, lines in records:
-        messages = {line: relayed_message(level, line, received) for line in set(lines.values())}
-        for destination, line in lines.items():
-            by_destination.setdefault(destination, []).append(messages[line])
+        for destinations, line in lines:
+            message = relayed_message(level, line, received)
+            for destination in destinations:
+                by_destination.setdefault(destination, []).append(message)
     for destination, messages_of_sink in by_destination.items():
         sink = _sinks.get(destination)
         if sink is not None:
