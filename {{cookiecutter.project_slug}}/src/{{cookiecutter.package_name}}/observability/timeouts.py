@@ -10,16 +10,25 @@ line where the request was stuck, so an error reporter sees a RequestTimeout wit
 stack.
 """
 
+from __future__ import annotations
+
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from blinker import Namespace
-from flask import Flask, current_app, g, has_request_context, request
+from flask import Flask, current_app, has_request_context, request
 from loguru import logger
 
 from .request_context import current_request_id
 
+if TYPE_CHECKING:  # for type checkers only
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 # Sent with the route of a request that the worker timeout ended (metrics count them).
 request_timed_out = Namespace().signal("request-timed-out")
+# When the request started (time.monotonic()), in its WSGI environ.
+STARTED_KEY = f"{__name__}.started"
 
 
 class RequestTimeout(SystemExit):
@@ -31,11 +40,18 @@ class RequestTimeout(SystemExit):
 
 
 def init_request_timeouts(app: Flask) -> None:
-    app.before_request(_note_start)
+    app.wsgi_app = StartNoted(app.wsgi_app)  # type: ignore[method-assign]
 
 
-def _note_start() -> None:
-    g.request_started = time.monotonic()
+class StartNoted:
+    """A WSGI middleware that notes when each request started; cheaper than a request hook."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ[STARTED_KEY] = time.monotonic()
+        return self.app(environ, start_response)
 
 
 def end_timed_out_request(timeout_seconds: int) -> None:
@@ -43,7 +59,7 @@ def end_timed_out_request(timeout_seconds: int) -> None:
     if not has_request_context():
         return
     route = str(request.url_rule)  # bounded: None for a URL that matched no route
-    ran_seconds = time.monotonic() - g.get("request_started", time.monotonic())
+    ran_seconds = time.monotonic() - request.environ.get(STARTED_KEY, time.monotonic())
     logger.bind(
         **{
             "http.request.method": request.method,
