@@ -26,12 +26,13 @@ from {{ cookiecutter.package_name }}.observability.log_relay import (
     RelayingGunicornLogger,
     RelaySender,
     _fitted,
-    _pack,
+    _packed,
     _send,
     forward_logs_to_master,
     pack_lines,
     request_ended,
     request_started,
+    send_records,
     sent_at_and_text,
     shared,
     unpack_records,
@@ -415,11 +416,11 @@ def test_a_record_at_the_datagram_limit_arrives_whole_and_one_byte_more_is_cut(c
 
     def log_sized_record():
         forward_logs_to_master(settings, relay.address)
-        # Private, but the honest measure: the datagram the worker sends is what _pack makes.
+        # Private, but the honest measure: the datagram the worker sends is what _packed makes.
         sizes = []
+        renderers = shared(line_renderers(settings))
         measure = logger.add(
-            lambda datagram: sizes.append(len(datagram.encode())),
-            format=lambda record: _pack(record, shared(line_renderers(settings))),
+            lambda message: sizes.append(len(_packed(message.record, renderers).encode()))
         )
         logger.bind(size="probe").info("y" * probe)
         logger.remove(measure)
@@ -463,6 +464,12 @@ def by_destination(lines: list[tuple[list[str], str]]) -> dict[str, str]:
     return {destination: line for destinations, line in lines for destination in destinations}
 
 
+def console_messages(datagram: bytes) -> list[str]:
+    """The message of each record in a datagram, from its JSON console line."""
+    records = unpack_records(sent_at_and_text(datagram)[1])
+    return [json.loads(by_destination(lines)["console"])["message"] for _, lines in records]
+
+
 def test_a_line_that_console_and_file_share_crosses_once():
     line = json.dumps({"message": "the same JSON line for both"}) + "\n"
     text = "2026-01-02 03:04:05.678 | INFO     | - | my_service - the text line\n"
@@ -480,9 +487,8 @@ def worker_sender():
     socket yet was not sent."""
     worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sender = RelaySender(worker)
-    renderers = shared(line_renderers(make_settings()))
     logger.remove()
-    sink = logger.add(sender, format=lambda record: _pack(record, renderers))
+    send_records(sender, make_settings(log_level="DEBUG"))
 
     def sent() -> list[list[str]]:
         datagrams = []
@@ -491,15 +497,12 @@ def worker_sender():
                 datagram = master.recv(2 * MAX_DATAGRAM, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return datagrams
-            records = unpack_records(sent_at_and_text(datagram)[1])
-            datagrams.append(
-                [json.loads(by_destination(lines)["console"])["message"] for _, lines in records]
-            )
+            datagrams.append(console_messages(datagram))
 
     try:
         yield sender, sent
     finally:
-        logger.remove(sink)
+        logger.remove()
         worker.close()
         master.close()
 
@@ -540,9 +543,35 @@ def test_a_workers_access_line_travels_with_the_lines_of_its_request(tmp_path, m
             datagram = master.recv(2 * MAX_DATAGRAM, socket.MSG_DONTWAIT)
     finally:
         logger.remove()  # the relay's sink, whose master is gone now
-    records = unpack_records(sent_at_and_text(datagram)[1])
-    messages = [json.loads(by_destination(lines)["console"])["message"] for _, lines in records]
-    assert messages == ["in the view", "- - 200 0.0ms"]
+    assert console_messages(datagram) == ["in the view", "- - 200 0.0ms"]
+
+
+class SocketInterruptedOnce:
+    """A worker's socket whose first send is interrupted by gunicorn's timeout signal, whose
+    handler logs in the thread it stops: the thread that holds the sender's lock."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self.messages: list[str] = []
+
+    def sendmsg(self, buffers: list[bytes], *_flags: object) -> None:
+        if not self.interrupted:
+            self.interrupted = True
+            logger.error("request timed out")
+        self.messages += console_messages(b"".join(buffers))
+
+
+def test_a_line_logged_by_a_signal_handler_while_lines_are_sent_is_sent_too():
+    interrupted = SocketInterruptedOnce()
+    logger.remove()
+    send_records(RelaySender(interrupted), make_settings())
+    # A deadlock would hang the test: the logging runs in a thread it can give up on.
+    logging_thread = threading.Thread(target=logger.info, args=("between requests",), daemon=True)
+    logging_thread.start()
+    logging_thread.join(timeout=60)
+    logger.remove()
+    assert not logging_thread.is_alive(), "the sender's lock was taken again by its own thread"
+    assert interrupted.messages == ["request timed out", "between requests"]
 
 
 def test_a_warning_in_a_request_goes_at_once_with_the_lines_held_before_it():

@@ -34,11 +34,12 @@ from sentry_sdk.utils import event_from_exception
 
 from ..settings import Settings
 from .health import polled_paths
+from .logging import observe_records
 from .request_context import current_request_id, current_trace_id
 from .timeouts import RequestTimeout
 
 if TYPE_CHECKING:  # loguru's types exist for type checkers only
-    from loguru import Message, Record
+    from loguru import Record
 
 FILTERED = "[Filtered]"
 # Matched anywhere in a lower-cased name, "-" read as "_": X-Api-Key and HTTP_X_API_KEY alike.
@@ -91,14 +92,7 @@ def _report_errors_only(app: Flask, settings: Settings) -> None:
     )
     got_request_exception.connect(_report_unhandled_exception, app)
     app.teardown_request(_report_timed_out_request)
-    # The filter spares loguru the formatting of lines outside requests: the access lines.
-    logger.add(
-        _keep_log_line,
-        level="INFO",
-        format=lambda _record: "",
-        filter=lambda _record: has_request_context(),
-        diagnose=False,
-    )
+    observe_records(_keep_log_line, "INFO")
 
 
 def _report_errors_and_traces(app: Flask, settings: Settings) -> None:
@@ -144,12 +138,14 @@ def _traces_sampler(app: Flask, sample_rate: float) -> Callable[[SamplingContext
     return sample
 
 
-def _keep_log_line(message: Message) -> None:
-    """A loguru sink for the lines logged in a request: kept until it ends."""
+def _keep_log_line(record: Record) -> None:
+    """A line logged in a request, kept until it ends."""
+    if not has_request_context():
+        return
     lines = g.get("sentry_log_lines")
     if lines is None:
         lines = g.sentry_log_lines = deque(maxlen=MAX_BREADCRUMBS)
-    lines.append(message.record)
+    lines.append(record)
 
 
 def _report_unhandled_exception(_app: Flask, exception: Exception, **_extra: object) -> None:

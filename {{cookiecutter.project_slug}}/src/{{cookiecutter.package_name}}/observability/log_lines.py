@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ..settings import SERVICE_NAME, Settings
-from .log_record_keys import LINE, PACKED
+from .log_record_keys import LINE
 from .log_sinks import Render
 
 if TYPE_CHECKING:  # loguru's types exist for type checkers only
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # loguru's types exist for type checkers only
 # The version of the Elastic Common Schema whose field names the JSON lines use.
 ECS_VERSION = "8.11.0"
 # Keys bound by the service itself; everything else in `extra` is copied into JSON as is.
-_RESERVED_EXTRA = {"request_id", "trace_id", "span_id", "_logger", LINE, PACKED}
+_RESERVED_EXTRA = {"request_id", "trace_id", "span_id", "_logger", LINE}
 # Every C0 control character but tab, and DEL, written as Python writes them in a string.
 _ESCAPED_CONTROLS = {
     code: repr(chr(code))[1:-1] for code in (*range(0x20), 0x7F) if code != ord("\t")

@@ -50,14 +50,13 @@ from loguru import logger
 from ..settings import Settings
 from .log_adapters import GunicornLogger
 from .log_lines import json_text, line_renderers
-from .log_record_keys import PACKED
 from .log_sinks import Render, RenderedLines, line_record
-from .logging import write_rendered
+from .logging import observe_records, write_rendered
 from .private_sockets import private_socket_address
 from .server_hooks import at_master_exit
 
 if TYPE_CHECKING:  # loguru's types exist for type checkers only
-    from loguru import Message, Record
+    from loguru import Record
 
 # The largest datagram a default Linux socket buffer takes whole, with room to spare.
 MAX_DATAGRAM = 200 * 1024
@@ -69,8 +68,6 @@ CUT_MARK = " [...{} characters cut by the log relay]"
 # A request's lines wait for its end until they make this many characters: a request that
 # logs a lot sends them as it goes, and a worker holds little.
 HELD_CHARACTERS = 16 * 1024
-# The format of the worker's sink: loguru fills in the packed record that _pack has made.
-_SEND_PACKED = "{extra[" + PACKED + "]}"
 # Lines or renderers, each with the destinations that share it.
 Shared = TypeVar("Shared")
 
@@ -181,8 +178,8 @@ def start_log_relay() -> LogRelay:
 
 
 class RelaySender:
-    """A worker's end, loguru's sink there: it sends each record to the master at once, but
-    holds the lines of a request in progress and sends them together when it ends.
+    """A worker's end: it sends each record to the master at once, but holds the lines of a
+    request in progress and sends them together when it ends.
 
     A line at WARNING or above, or HELD_CHARACTERS of lines, sends what is held at once.
     gunicorn reports a request's end even when the worker timeout aborts it. So the lines
@@ -195,10 +192,9 @@ class RelaySender:
         self._held: list[str] = []
         self._held_characters = 0
         self._requests = 0  # in progress: several, with gunicorn's threaded workers
-        self._lock = threading.Lock()
-
-    def write(self, message: Message) -> None:
-        self.hold(message, message.record["level"].no)
+        # Re-entrant: gunicorn's timeout signal can strike while a line is being held, and
+        # its handler logs the timeout in that same thread.
+        self._lock = threading.RLock()
 
     def hold(self, packed: str, level: int) -> None:
         """A record that _packed has made, at `level` (a number)."""
@@ -241,6 +237,9 @@ class _Forwarding:
     renderers: list[tuple[list[str], Render]]
     level: int  # the lowest written, as a number
 
+    def hand_over(self, record: Record) -> None:
+        self.sender.hold(_packed(record, self.renderers), record["level"].no)
+
 
 _forwarding: _Forwarding | None = None
 
@@ -250,16 +249,17 @@ def forward_logs_to_master(settings: Settings, address: str) -> None:
     global _forwarding
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sender.connect(address)
-    forwarding = _Forwarding(
-        RelaySender(sender), shared(line_renderers(settings)), logger.level(settings.log_level).no
-    )
-    _forwarding = forwarding
     logger.remove()
-    logger.add(
-        forwarding.sender,
-        level=settings.log_level,
-        format=lambda record: _pack(record, forwarding.renderers),
-    )
+    _forwarding = send_records(RelaySender(sender), settings)
+
+
+def send_records(sender: RelaySender, settings: Settings) -> _Forwarding:
+    """loguru's records at the log level or above, from now on, rendered for each
+    destination and handed to `sender`."""
+    renderers = shared(line_renderers(settings))
+    forwarding = _Forwarding(sender, renderers, logger.level(settings.log_level).no)
+    observe_records(forwarding.hand_over, forwarding.level)
+    return forwarding
 
 
 def request_started() -> None:
@@ -289,11 +289,6 @@ class RelayingGunicornLogger(GunicornLogger):
         level = record["level"].no
         if level >= forwarding.level:
             forwarding.sender.hold(_packed(record, forwarding.renderers), level)
-
-
-def _pack(record: Record, renderers: list[tuple[list[str], Render]]) -> str:
-    record["extra"][PACKED] = _packed(record, renderers)
-    return _SEND_PACKED
 
 
 def _packed(record: Record, renderers: list[tuple[list[str], Render]]) -> str:

@@ -12,6 +12,7 @@ configures logging itself when nothing did it before (development server, tests)
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -89,6 +90,25 @@ def write_rendered(records: list[tuple[str, RenderedLines]]) -> None:
         sink = _sinks.get(destination)
         if sink is not None:
             sink.write_lines(messages_of_sink)
+
+
+def observe_records(observe: Callable[[Record], object], level: str | int) -> None:
+    """Hand every record at `level` or above to `observe`, from now on.
+
+    loguru calls a sink's filter with the record before it copies the record, formats it
+    and takes a lock for the sink: a quarter of what a line costs, which an observer that
+    reads the record itself does not need. `observe` runs in the filter of a sink that
+    never gets a line."""
+
+    def observe_only(record: Record) -> bool:
+        observe(record)
+        return False
+
+    logger.add(_never_written, level=level, filter=observe_only)
+
+
+def _never_written(_message: Message) -> None:
+    """The sink of observe_records: its records stop at its filter."""
 
 
 def _as_format(render: Render) -> FormatFunction:
