@@ -110,7 +110,7 @@ class _RelayedLine(str):
     @property
     def record(self) -> Record:
         if self._record is None:
-            self._record = line_record(self._received, self._level, self, {})
+            self._record = line_record(self._received, self._level, str(self), {})
         return self._record
 
 
