@@ -28,15 +28,16 @@ from {{ cookiecutter.package_name }}.observability.log_relay import (
     _fitted,
     _packed,
     _send,
+    by_renderer,
     forward_logs_to_master,
     pack_lines,
     request_ended,
     request_started,
     send_records,
     sent_at_and_text,
-    shared,
     unpack_records,
 )
+from {{ cookiecutter.package_name }}.observability.log_sinks import line_record
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
 )
@@ -418,7 +419,7 @@ def test_a_record_at_the_datagram_limit_arrives_whole_and_one_byte_more_is_cut(c
         forward_logs_to_master(settings, relay.address)
         # Private, but the honest measure: the datagram the worker sends is what _packed makes.
         sizes = []
-        renderers = shared(line_renderers(settings))
+        renderers = by_renderer(line_renderers(settings))
         measure = logger.add(
             lambda message: sizes.append(len(_packed(message.record, renderers).encode()))
         )
@@ -453,7 +454,8 @@ def sent_datagram(lines: dict[str, str]) -> tuple[bytes, dict[str, str]]:
     worker, master = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with worker, master:
         # Private, but the unit that decides what a datagram holds: no fork needed.
-        _send(worker, _fitted(pack_lines("INFO", shared(lines))))
+        each_alone = [([destination], line) for destination, line in lines.items()]
+        _send(worker, _fitted(pack_lines("INFO", each_alone)))
         datagram = master.recv(2 * MAX_DATAGRAM)
     [(_, received)] = unpack_records(sent_at_and_text(datagram)[1])
     return datagram[SENT_AT.size :], by_destination(received)
@@ -470,14 +472,13 @@ def console_messages(datagram: bytes) -> list[str]:
     return [json.loads(by_destination(lines)["console"])["message"] for _, lines in records]
 
 
-def test_a_line_that_console_and_file_share_crosses_once():
-    line = json.dumps({"message": "the same JSON line for both"}) + "\n"
-    text = "2026-01-02 03:04:05.678 | INFO     | - | my_service - the text line\n"
-    datagram = pack_lines("WARNING", shared({"console": line, "file": line, "syslog": text}))
-    assert datagram.count(line) == 1
-    assert unpack_records(datagram) == [
-        ("WARNING", [(["console", "file"], line), (["syslog"], text)])
-    ]
+def test_a_line_that_console_and_file_share_crosses_once(tmp_path):
+    settings = make_settings(log_file=tmp_path / "service.log")  # JSON on both
+    record = line_record(datetime.now().astimezone(), "WARNING", "the same line for both", {})
+    [(level, lines)] = unpack_records(_packed(record, by_renderer(line_renderers(settings))))
+    [(destinations, line)] = lines
+    assert (level, destinations) == ("WARNING", ["console", "file"])
+    assert json.loads(line)["message"] == "the same line for both"
 
 
 @contextlib.contextmanager

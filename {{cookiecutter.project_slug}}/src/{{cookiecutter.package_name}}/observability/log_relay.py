@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import orjson
 from loguru import logger
@@ -68,8 +68,6 @@ CUT_MARK = " [...{} characters cut by the log relay]"
 # A request's lines wait for its end until they make this many characters: a request that
 # logs a lot sends them as it goes, and a worker holds little.
 HELD_CHARACTERS = 16 * 1024
-# Lines or renderers, each with the destinations that share it.
-Shared = TypeVar("Shared")
 
 
 class LogRelay:
@@ -256,7 +254,7 @@ def forward_logs_to_master(settings: Settings, address: str) -> None:
 def send_records(sender: RelaySender, settings: Settings) -> _Forwarding:
     """loguru's records at the log level or above, from now on, rendered for each
     destination and handed to `sender`."""
-    renderers = shared(line_renderers(settings))
+    renderers = by_renderer(line_renderers(settings))
     forwarding = _Forwarding(sender, renderers, logger.level(settings.log_level).no)
     observe_records(forwarding.hand_over, forwarding.level)
     return forwarding
@@ -296,12 +294,12 @@ def _packed(record: Record, renderers: list[tuple[list[str], Render]]) -> str:
     return pack_lines(record["level"].name, lines)
 
 
-def shared(by_destination: dict[str, Shared]) -> list[tuple[list[str], Shared]]:
-    """Each distinct value (a line, a renderer) once, with the destinations that share it."""
-    destinations_by_value: dict[Shared, list[str]] = {}
-    for destination, value in by_destination.items():
-        destinations_by_value.setdefault(value, []).append(destination)
-    return [(destinations, value) for value, destinations in destinations_by_value.items()]
+def by_renderer(renderers: dict[str, Render]) -> list[tuple[list[str], Render]]:
+    """Each renderer once, with the destinations it renders for."""
+    destinations: dict[Render, list[str]] = {}
+    for destination, render in renderers.items():
+        destinations.setdefault(render, []).append(destination)
+    return [(destinations_of, render) for render, destinations_of in destinations.items()]
 
 
 def pack_lines(level: str, lines: RenderedLines) -> str:
