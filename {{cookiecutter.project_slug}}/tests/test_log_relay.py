@@ -37,7 +37,9 @@ from {{ cookiecutter.package_name }}.observability.log_relay import (
     sent_at_and_text,
     unpack_records,
 )
-from {{ cookiecutter.package_name }}.observability.log_sinks import line_record
+from {{ cookiecutter.package_name }}.observability.log_sinks import (
+    line_record,
+)
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
 )
