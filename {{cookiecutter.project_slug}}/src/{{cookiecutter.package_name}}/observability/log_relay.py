@@ -284,9 +284,8 @@ class RelayingGunicornLogger(GunicornLogger):
             super().write_access_line(message, fields)
             return
         record = line_record(datetime.now().astimezone(), "INFO", message, fields)
-        level = record["level"].no
-        if level >= forwarding.level:
-            forwarding.sender.hold(_packed(record, forwarding.renderers), level)
+        if record["level"].no >= forwarding.level:
+            forwarding.hand_over(record)
 
 
 def _packed(record: Record, renderers: list[tuple[list[str], Render]]) -> str:
