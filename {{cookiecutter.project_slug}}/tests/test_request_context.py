@@ -1,5 +1,11 @@
+import os
+
 import pytest
 from loguru import logger
+
+from {{ cookiecutter.package_name }}.observability.request_context import (
+    random_id,
+)
 
 from .conftest import capture_log_records
 
@@ -16,6 +22,23 @@ def test_a_request_id_is_made_when_none_is_sent(client):
     second = client.get("/").headers["X-Request-ID"]
     assert len(first) == 32
     assert first != second
+
+
+def test_workers_forked_from_one_master_make_different_ids():
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a worker: its first id, then leave without the parent's clean-up
+        try:
+            os.write(writer, random_id().encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    os.waitpid(pid, 0)
+    with os.fdopen(reader) as from_worker:
+        worker_id = from_worker.read()
+    master_id = random_id()
+    assert len(worker_id) == len(master_id) == 32
+    assert worker_id != master_id
 
 
 @pytest.mark.parametrize("safe", ["a" * 128, "AZaz09._:-", "7"])

@@ -17,8 +17,8 @@ Flask's request hooks cost a request more than the ids themselves (README, Bench
 # Annotations as strings: the nested start_response below is made at each request.
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -72,12 +72,19 @@ def use_span_ids(app: Flask, span_ids: Callable[[], SpanIds | None]) -> None:
 def incoming_request_id(header_value: str | None) -> str:
     if header_value and SAFE_REQUEST_ID.match(header_value):
         return header_value
-    return secrets.token_hex(16)
+    return random_id()
 
 
 def incoming_trace_id(traceparent: str | None) -> str:
     match = TRACEPARENT.match(traceparent.strip().lower()) if traceparent else None
-    return match.group(1) if match else secrets.token_hex(16)
+    return match.group(1) if match else random_id()
+
+
+def random_id() -> str:
+    """128 random bits in hex. An id is no secret: Python's generator, which each forked
+    worker reseeds, makes it without the system call of secrets.token_hex, which cost a
+    request 2 % of its time."""
+    return f"{random.getrandbits(128):032x}"
 
 
 class RequestIdMiddleware:
