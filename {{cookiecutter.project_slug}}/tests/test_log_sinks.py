@@ -5,6 +5,7 @@ import os
 import select
 import threading
 import time
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +15,8 @@ from {{ cookiecutter.package_name }}.observability import log_sinks
 from {{ cookiecutter.package_name }}.observability.log_sinks import (
     ROOM_TO_RESUME_BYTES,
     BackgroundWriter,
+    line_record,
+    local_now,
 )
 from {{ cookiecutter.package_name }}.observability.logging import (
     configure_logging,
@@ -327,3 +330,54 @@ def test_lines_that_come_while_the_writer_gathers_go_in_one_write(monkeypatch):
     console.write("came while it gathered\n")
     console.stop()
     assert stream.written == ["woke the writer\ncame while it gathered\n"]
+
+
+@pytest.fixture
+def zone_change(monkeypatch):
+    """A clock at the start of a minute, which the test moves, and a way to change the
+    machine's time zone (POSIX TZ rules: no zone database needed); both undone after."""
+    clock = SimpleNamespace(now=1_800_000_000.0)
+    monkeypatch.setattr(log_sinks, "time", SimpleNamespace(time=lambda: clock.now))
+    monkeypatch.setattr(log_sinks, "_local_zone", log_sinks._local_zone)
+
+    def set_zone(rule: str) -> None:
+        monkeypatch.setenv("TZ", rule)
+        time.tzset()
+
+    yield clock, set_zone
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_local_time_follows_a_change_of_zone_from_the_next_minute_on(zone_change):
+    clock, set_zone = zone_change
+    set_zone("UTC0")
+    assert local_now().utcoffset() == timedelta(0)
+    set_zone("NPT-5:45")  # Nepal: 5 hours 45 minutes ahead of UTC
+    clock.now += 60
+    stamped = local_now()
+    assert stamped.timestamp() == clock.now
+    assert stamped.utcoffset() == timedelta(hours=5, minutes=45)
+    assert stamped.tzname() == "NPT"
+
+
+def test_local_time_is_the_time_now_in_the_local_zone():
+    before = datetime.now().astimezone()
+    stamped = local_now()
+    after = datetime.now().astimezone()
+    assert before <= stamped <= after
+    assert stamped.utcoffset() == after.utcoffset()
+
+
+def test_a_forked_worker_stamps_its_lines_with_its_own_process_id():
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: the process its lines name, then leave without clean-up
+        try:
+            os.write(writer, str(line_record(local_now(), "INFO", "-", {})["process"].id).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    os.waitpid(pid, 0)
+    with os.fdopen(reader) as from_worker:
+        assert int(from_worker.read()) == pid

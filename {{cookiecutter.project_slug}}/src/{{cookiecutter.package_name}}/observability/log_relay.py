@@ -40,7 +40,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
@@ -50,7 +49,7 @@ from loguru import logger
 from ..settings import Settings
 from .log_adapters import GunicornLogger
 from .log_lines import json_text, line_renderers
-from .log_sinks import Render, RenderedLines, line_record
+from .log_sinks import Render, RenderedLines, line_record, local_now
 from .logging import observe_records, write_rendered
 from .private_sockets import private_socket_address
 from .server_hooks import at_master_exit
@@ -283,7 +282,7 @@ class RelayingGunicornLogger(GunicornLogger):
         if forwarding is None:  # in the master, or before post_fork
             super().write_access_line(message, fields)
             return
-        record = line_record(datetime.now().astimezone(), "INFO", message, fields)
+        record = line_record(local_now(), "INFO", message, fields)
         if record["level"].no >= forwarding.level:
             forwarding.hand_over(record)
 

@@ -21,10 +21,11 @@ import functools
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TextIO, cast
@@ -119,6 +120,32 @@ class _Process(NamedTuple):  # what a record tells of its process
     name: str
 
 
+def _note_this_process() -> None:
+    """Run again in each forked child: os.getpid() is a system call, which every line would
+    otherwise make."""
+    global _this_process
+    _this_process = _Process(os.getpid(), "MainProcess")
+
+
+_this_process: _Process
+_note_this_process()
+os.register_at_fork(after_in_child=_note_this_process)
+# The local time zone, and the time (time.time()) at which to look it up again.
+_local_zone: tuple[float, tzinfo] = (0.0, UTC)
+
+
+def local_now() -> datetime:
+    """datetime.now().astimezone() at a quarter of its cost: that looks the local zone up at
+    every call, this once a minute. A zone changes its offset on the minute."""
+    global _local_zone
+    now = time.time()
+    look_up_at, zone = _local_zone
+    if now >= look_up_at:
+        zone = cast("tzinfo", datetime.fromtimestamp(now).astimezone().tzinfo)
+        _local_zone = (now - now % 60 + 60, zone)
+    return datetime.fromtimestamp(now, zone)
+
+
 def relayed_message(level: str, line: str, received: datetime) -> Message:
     """A line a worker rendered, as the sinks take a line from loguru. Its record has the
     fields that sinks read (the time, for rotation and syslog; the level, for syslog; the
@@ -140,7 +167,7 @@ def line_record(time: datetime, level: str, message: str, extra: dict[str, objec
             "message": message,
             "extra": extra,
             "exception": None,
-            "process": _Process(os.getpid(), "MainProcess"),
+            "process": _this_process,
             "name": __name__,
         },
     )

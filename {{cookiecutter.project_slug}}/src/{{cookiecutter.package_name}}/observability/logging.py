@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -33,6 +32,7 @@ from .log_sinks import (
     SharedSink,
     Sink,
     count_nothing,
+    local_now,
     relayed_message,
     stderr_notices,
 )
@@ -80,7 +80,7 @@ def write_rendered(records: list[tuple[str, RenderedLines]]) -> None:
     The worker left out what is below the log level already. Console and file often share
     a line: it is made into a message once."""
     by_destination: dict[str, list[Message]] = {}
-    received = datetime.now().astimezone()
+    received = local_now()
     for level, lines in records:
         for destinations, line in lines:
             message = relayed_message(level, line, received)
