@@ -82,6 +82,22 @@ def wait_until(condition, what: str, timeout: float = 20.0):
     return result
 
 
+def from_forked_child(make) -> tuple[int, str]:
+    """The pid of a child forked from this process, as a worker is from the master, and the
+    text `make` returned there. The child leaves without running the parent's clean-up."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(writer, make().encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    os.waitpid(pid, 0)
+    with os.fdopen(reader) as from_child:
+        return pid, from_child.read()
+
+
 _ports_given: set[int] = set()
 
 

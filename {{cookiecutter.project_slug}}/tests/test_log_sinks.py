@@ -23,7 +23,7 @@ from {{ cookiecutter.package_name }}.observability.logging import (
     write_rendered,
 )
 
-from .conftest import make_settings
+from .conftest import from_forked_child, make_settings
 from .ecs import ecs_records
 
 LINE = "x" * 99 + "\n"
@@ -371,14 +371,8 @@ def test_local_time_is_the_time_now_in_the_local_zone():
 
 
 def test_a_forked_worker_stamps_its_lines_with_its_own_process_id():
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the worker: the process its lines name, then leave without clean-up
-        try:
-            os.write(writer, str(line_record(local_now(), "INFO", "-", {})["process"].id).encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    os.waitpid(pid, 0)
-    with os.fdopen(reader) as from_worker:
-        assert int(from_worker.read()) == pid
+    def process_named() -> str:
+        return str(line_record(local_now(), "INFO", "-", {})["process"].id)
+
+    worker, named = from_forked_child(process_named)
+    assert int(named) == worker

@@ -1,5 +1,3 @@
-import os
-
 import pytest
 from loguru import logger
 
@@ -7,7 +5,7 @@ from {{ cookiecutter.package_name }}.observability.request_context import (
     random_id,
 )
 
-from .conftest import capture_log_records
+from .conftest import capture_log_records, from_forked_child
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -25,17 +23,7 @@ def test_a_request_id_is_made_when_none_is_sent(client):
 
 
 def test_workers_forked_from_one_master_make_different_ids():
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # a worker: its first id, then leave without the parent's clean-up
-        try:
-            os.write(writer, random_id().encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    os.waitpid(pid, 0)
-    with os.fdopen(reader) as from_worker:
-        worker_id = from_worker.read()
+    _, worker_id = from_forked_child(random_id)  # the worker's first id
     master_id = random_id()
     assert len(worker_id) == len(master_id) == 32
     assert worker_id != master_id
