@@ -29,6 +29,7 @@ from blinker import Namespace
 from flask import Flask, request
 from loguru import logger
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http import trace_exporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.urllib import URLLibInstrumentor
 from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
@@ -51,6 +52,7 @@ from ..settings import SERVICE_NAME, Settings
 from .health import polled_paths
 from .request_context import SpanIds, use_span_ids
 from .server_hooks import ServerHooks
+from .tracing_encoding import encode_spans
 from .tracing_settings import parse_resource_attributes
 
 if TYPE_CHECKING:  # for type checkers only
@@ -109,6 +111,9 @@ class Tracing:
     """This process's tracer provider and its export queue."""
 
     def __init__(self, app: Flask, settings: Settings, url: str) -> None:
+        # The exporter's encoder, for one that makes the same message in a quarter of the
+        # CPU (tracing_encoding.py): every exporter in the process then uses it.
+        trace_exporter.encode_spans = encode_spans  # type: ignore[attr-defined]
         otlp = OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_SECONDS)
         self.exporter = CountedExporter(otlp, app)
         self.processor = BoundedBatchSpanProcessor(self.exporter)
