@@ -11,7 +11,8 @@ trace id, so log lines join the caller's distributed trace. A tracer that starts
 the request (`use_span_ids`) supplies both the trace id and its span's id instead.
 
 A WSGI middleware around the Flask app gives the ids and puts the request id on the answer:
-Flask's request hooks cost a request more than the ids themselves (README, Benchmarks).
+Flask's request hooks cost a request more than the ids themselves (the template's README,
+Benchmark).
 """
 
 # Annotations as strings: the nested start_response below is made at each request.

@@ -162,7 +162,7 @@ class TracedUnlessPolled:
 
     The middleware, not OpenTelemetry's Flask instrumentation, which is built on it: that one
     collects the request's attributes twice, builds its full URL and adds two request hooks;
-    tracing a request cost a third more with it (README, Benchmarks)."""
+    tracing a request cost a third more with it (the template's README, Benchmark)."""
 
     def __init__(self, app: Flask, provider: TracerProvider) -> None:
         self.app = app

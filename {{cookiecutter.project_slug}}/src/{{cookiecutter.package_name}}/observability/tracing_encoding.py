@@ -2,8 +2,8 @@
 
 The same message as the SDK's own encoder (`trace_encoder.encode_spans`, which the exporter
 calls), built in place. The SDK's makes every attribute, span and group a message of its
-own, copies each into the next, and hashes a span's resource once per span: a traced
-request cost the export thread about 38 µs of CPU with it, 10 with this one (README,
+own, copies each into the next, and hashes a span's resource once per span: a span cost
+the export thread about 38 µs of CPU with it, 10 with this one (the template's README,
 Benchmark). tests/test_tracing_encoding.py holds the two to the same output.
 """
 
