@@ -17,6 +17,7 @@ from {{ cookiecutter.package_name }}.observability.tracing_encoding import (
 )
 
 from .conftest import make_settings
+from .otlp_receiver import OtlpReceiver
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 CONTEXT = SpanContext(trace_id=1, span_id=2, is_remote=False)
@@ -116,7 +117,23 @@ def test_a_span_that_the_sdk_would_not_make_fails_the_batch(span, error):
         encode_spans([span])
 
 
-def test_the_service_exports_with_this_encoding():
-    app = create_app(make_settings(otel_exporter_otlp_endpoint="http://127.0.0.1:9"))
-    app.extensions["tracing"].stop()
-    assert trace_exporter.encode_spans is encode_spans
+def test_the_service_exports_what_this_encoding_makes(monkeypatch):
+    """Fails too if a new exporter stops calling the encoder that the service gives it."""
+    collector = OtlpReceiver()
+    encoded = []
+
+    def noting(spans):
+        encoded.extend(span.name for span in spans)
+        return given(spans)
+
+    try:
+        app = create_app(make_settings(otel_exporter_otlp_endpoint=collector.endpoint))
+        given = trace_exporter.encode_spans
+        monkeypatch.setattr(trace_exporter, "encode_spans", noting)
+        app.test_client().get("/api/items/7", buffered=True)
+        app.extensions["tracing"].stop()  # exports what it holds
+    finally:
+        collector.stop()
+    assert given is encode_spans
+    assert encoded == ["GET /api/items/<int:item_id>"]
+    assert [span["name"] for span in collector.server_spans()] == encoded
